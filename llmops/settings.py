@@ -1,0 +1,108 @@
+"""One settings object for the whole engine.
+
+Every variable is read from the environment with the prefix ``LLMOPS_`` (or from a ``.env``
+file in the working directory) and is listed in ``.env.example`` with its default.
+Nothing reads settings at import time: call :func:`get_settings`.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: Telemetry and network defaults that keep every library offline and quiet. Applied with
+#: ``setdefault`` so a user who sets one explicitly keeps their value.
+OFFLINE_ENV: dict[str, str] = {
+    # LiteLLM fetches its model cost map from the network at import unless told not to.
+    "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+    "LITELLM_OFFLINE_MODE": "true",
+    "LITELLM_TELEMETRY": "False",
+    # Prefect and Great Expectations phone home by default.
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
+    "PREFECT_UI_ENABLED": "true",
+    "DO_NOT_TRACK": "1",
+    "GX_ANALYTICS_ENABLED": "false",
+    "GE_USAGE_STATISTICS_URL": "",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+
+
+class Settings(BaseSettings):
+    """Runtime configuration. Field names map to ``LLMOPS_<NAME>`` environment variables."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="LLMOPS_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    data_dir: Path = Field(
+        default=Path(".llmops"),
+        description="Folder for every local file: ops DB, DuckDB warehouse, Prefect home.",
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="Ops DB URL. Default: SQLite at <data_dir>/ops.db. "
+        "Postgres: postgresql+psycopg://user@host:5432/db",
+    )
+    warehouse_path: Path | None = Field(
+        default=None, description="DuckDB file. Default: <data_dir>/warehouse.duckdb"
+    )
+    gateway_config: Path = Field(
+        default=Path("config/gateway.yaml"),
+        description="Gateway config: model groups, deployments, price book.",
+    )
+    redis_url: str | None = Field(
+        default=None, description="Redis for shared rate-limit state; ops DB when unset."
+    )
+    stripe_api_key: SecretStr | None = Field(default=None, description="Stripe secret key.")
+    stripe_api_base: str = Field(
+        default="https://api.stripe.com", description="Stripe API base URL."
+    )
+    default_max_tokens: int = Field(
+        default=1024,
+        gt=0,
+        description="max_tokens assumed for a request that sets none (budget reservations).",
+    )
+    log_text: bool = Field(
+        default=True,
+        description="Store the (redacted) request and response text in the request log.",
+    )
+    prefect_home: Path | None = Field(
+        default=None, description="PREFECT_HOME for local runs. Default: <data_dir>/prefect"
+    )
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'ops.db').resolve()}"
+
+    @property
+    def resolved_warehouse_path(self) -> Path:
+        return (self.warehouse_path or self.data_dir / "warehouse.duckdb").resolve()
+
+    @property
+    def resolved_prefect_home(self) -> Path:
+        return (self.prefect_home or self.data_dir / "prefect").resolve()
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()
+
+
+def apply_offline_defaults(settings: Settings | None = None) -> None:
+    """Set offline/no-telemetry environment defaults for LiteLLM, Prefect and GX.
+
+    Also points Prefect at a per-project home under the data directory unless the user
+    already chose one. Must run before those libraries are imported.
+    """
+    for key, value in OFFLINE_ENV.items():
+        os.environ.setdefault(key, value)
+    settings = settings or get_settings()
+    os.environ.setdefault("PREFECT_HOME", str(settings.resolved_prefect_home))
