@@ -36,7 +36,11 @@ class Settings(BaseSettings):
     """Runtime configuration. Field names map to ``LLMOPS_<NAME>`` environment variables."""
 
     model_config = SettingsConfigDict(
-        env_prefix="LLMOPS_", env_file=".env", extra="ignore", frozen=True
+        env_prefix="LLMOPS_",
+        env_file=".env",
+        env_ignore_empty=True,
+        extra="ignore",
+        frozen=True,
     )
 
     data_dir: Path = Field(
@@ -54,6 +58,13 @@ class Settings(BaseSettings):
     gateway_config: Path = Field(
         default=Path("config/gateway.yaml"),
         description="Gateway config: model groups, deployments, price book.",
+    )
+    prompts_dir: Path = Field(default=Path("prompts"), description="Prompt files (*.yaml).")
+    reports_dir: Path = Field(
+        default=Path("reports"), description="Report content: queries/*.sql, notebooks."
+    )
+    sim_config: Path = Field(
+        default=Path("config/sim.yaml"), description="Provider simulator profiles."
     )
     redis_url: str | None = Field(
         default=None, description="Redis for shared rate-limit state; ops DB when unset."

@@ -1,0 +1,1 @@
+"""Prefect blocks: secrets and connections, registered idempotently (see issue on operations)."""

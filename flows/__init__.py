@@ -1,0 +1,1 @@
+"""Prefect flows: thin wiring of tasks to the engine in ``llmops/``, one file per pipeline."""

@@ -1,0 +1,1 @@
+"""The gateway core: routing through LiteLLM, pricing, and the request log."""

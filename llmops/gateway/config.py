@@ -1,0 +1,175 @@
+"""``config/gateway.yaml``: model groups, deployments, fallbacks and the price book.
+
+Validated on load; any problem raises :class:`llmops.errors.ConfigError` with the file,
+the field and the reason. Strings may use ``${VAR}`` or ``${VAR:-default}``.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, field_validator, model_validator
+
+from llmops.configfile import load_yaml_model
+from llmops.errors import ConfigError
+from llmops.gateway.pricebook import Price, PriceBook
+
+_STRICT = ConfigDict(extra="forbid", frozen=True)
+Money = Annotated[Decimal, Field(ge=0, allow_inf_nan=False)]
+
+
+class Deployment(BaseModel):
+    """One concrete model endpoint that can serve a model group."""
+
+    model_config = _STRICT
+
+    id: str = Field(min_length=1, max_length=100)
+    model: str = Field(min_length=1, description="LiteLLM model string, e.g. openai/gpt-4o-mini")
+    api_base: str | None = None
+    api_key: str | None = None
+    api_version: str | None = None
+    price: str | None = Field(default=None, description="Price book model; default: model")
+    rpm: int | None = Field(default=None, gt=0)
+    tpm: int | None = Field(default=None, gt=0)
+    weight: int | None = Field(default=None, gt=0)
+
+    @property
+    def price_model(self) -> str:
+        return self.price or self.model
+
+    @property
+    def provider(self) -> str:
+        return self.model.split("/", 1)[0] if "/" in self.model else "openai"
+
+
+class ModelGroup(BaseModel):
+    """A public model name served by one or more deployments."""
+
+    model_config = _STRICT
+
+    deployments: list[Deployment] = Field(min_length=1)
+    fallbacks: list[str] = Field(default_factory=list)
+    timeout_s: PositiveFloat | None = None
+
+
+class PriceEntry(BaseModel):
+    """A price of one model from a date on, in USD per million tokens."""
+
+    model_config = _STRICT
+
+    model: str = Field(min_length=1)
+    effective_from: date = date(2000, 1, 1)
+    free: bool = False
+    input_per_mtok: Money | None = None
+    output_per_mtok: Money | None = None
+    cached_input_per_mtok: Money | None = None
+    reasoning_per_mtok: Money | None = None
+
+    @field_validator(
+        "input_per_mtok",
+        "output_per_mtok",
+        "cached_input_per_mtok",
+        "reasoning_per_mtok",
+        mode="before",
+    )
+    @classmethod
+    def _no_float(cls, value: Any) -> Any:
+        # YAML reads 0.15 as a float; go through its shortest repr so 0.15 stays exactly 0.15.
+        return repr(value) if isinstance(value, float) else value
+
+    @model_validator(mode="after")
+    def _priced_or_free(self) -> PriceEntry:
+        if not self.free and (self.input_per_mtok is None or self.output_per_mtok is None):
+            raise ValueError(
+                "needs input_per_mtok and output_per_mtok, or free: true to mark it free"
+            )
+        return self
+
+    def to_price(self) -> Price:
+        zero = Decimal(0)
+        inp = self.input_per_mtok if self.input_per_mtok is not None else zero
+        out = self.output_per_mtok if self.output_per_mtok is not None else zero
+        return Price(
+            model=self.model,
+            effective_from=self.effective_from,
+            input_per_mtok=inp,
+            output_per_mtok=out,
+            cached_input_per_mtok=(
+                self.cached_input_per_mtok if self.cached_input_per_mtok is not None else inp
+            ),
+            reasoning_per_mtok=(
+                self.reasoning_per_mtok if self.reasoning_per_mtok is not None else out
+            ),
+            free=self.free,
+        )
+
+
+class GatewaySettings(BaseModel):
+    """Defaults for every model group."""
+
+    model_config = _STRICT
+
+    timeout_s: PositiveFloat = 60.0
+    num_retries: int = Field(default=1, ge=0, le=10)
+
+
+class GatewayConfig(BaseModel):
+    """The whole gateway file."""
+
+    model_config = _STRICT
+
+    settings: GatewaySettings = Field(default_factory=GatewaySettings)
+    model_groups: dict[str, ModelGroup] = Field(min_length=1)
+    prices: list[PriceEntry] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _cross_check(self) -> GatewayConfig:
+        seen: set[str] = set()
+        priced = {p.model for p in self.prices}
+        for group_name, group in self.model_groups.items():
+            for i, dep in enumerate(group.deployments):
+                where = f"model_groups.{group_name}.deployments[{i}]"
+                if dep.id in seen:
+                    raise ValueError(f"{where}.id: deployment id {dep.id!r} is used twice")
+                seen.add(dep.id)
+                if dep.price_model not in priced:
+                    raise ValueError(
+                        f"{where}.model: no price for {dep.price_model!r} in prices "
+                        "(add one, or an entry with free: true)"
+                    )
+            for j, fallback in enumerate(group.fallbacks):
+                where = f"model_groups.{group_name}.fallbacks[{j}]"
+                if fallback not in self.model_groups:
+                    raise ValueError(f"{where}: unknown model group {fallback!r}")
+                if fallback == group_name:
+                    raise ValueError(f"{where}: a group cannot fall back to itself")
+        return self
+
+    def price_book(self) -> PriceBook:
+        return PriceBook([p.to_price() for p in self.prices])
+
+    def deployment(self, deployment_id: str) -> Deployment | None:
+        for group in self.model_groups.values():
+            for dep in group.deployments:
+                if dep.id == deployment_id:
+                    return dep
+        return None
+
+
+def load_gateway_config(path: Path, env: dict[str, str] | None = None) -> GatewayConfig:
+    """Read and validate a gateway config file."""
+    try:
+        return load_yaml_model(path, GatewayConfig, env)
+    except ConfigError as exc:
+        # Cross-field checks report "field: reason" inside the reason; lift the field out.
+        if (
+            exc.field == "(top level)"
+            and ": " in exc.reason
+            and exc.reason.startswith(("model_groups.", "prices"))
+        ):
+            field, _, why = exc.reason.partition(": ")
+            raise ConfigError(exc.file, field, why) from None
+        raise

@@ -1,0 +1,294 @@
+"""The gateway core: every LLM call goes through :meth:`Gateway.chat` or :meth:`Gateway.stream`.
+
+One call is one request_log row, whatever happens: success, provider error or bad input.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Engine
+
+from llmops.db.models import RequestLog
+from llmops.errors import GatewayError, PricingError, ValidationError
+from llmops.gateway.config import GatewayConfig
+from llmops.gateway.pricebook import Usage
+from llmops.gateway.requestlog import RequestLogWriter
+from llmops.gateway.router import build_router, translate_error
+from llmops.ids import new_id, utcnow
+
+
+@dataclass
+class ChatRequest:
+    """What a caller asks the gateway for."""
+
+    tenant_id: str
+    feature_id: str
+    messages: list[dict[str, Any]]
+    model_group: str
+    max_tokens: int | None = None
+    temperature: float | None = None
+    action_id: str | None = None
+    job_id: str | None = None
+    prompt_name: str | None = None
+    prompt_version: int | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ChatResult:
+    """The answer and its accounting."""
+
+    request_id: str
+    text: str
+    finish_reason: str | None
+    model_group: str
+    deployment_id: str | None
+    model: str | None
+    usage: Usage
+    cost_usd: Decimal
+    price_version: str | None
+    latency_ms: int
+    ttft_ms: int | None
+    attempts: int
+    fallbacks_used: int
+    response: dict[str, Any] = field(repr=False, default_factory=dict)
+
+
+def _trace_id() -> str:
+    try:
+        from opentelemetry import trace
+
+        ctx = trace.get_current_span().get_span_context()
+        if ctx.is_valid:
+            return f"{ctx.trace_id:032x}"
+    except ImportError:  # pragma: no cover - opentelemetry-api ships with Prefect
+        pass
+    return secrets.token_hex(16)
+
+
+def _usage(raw: Any) -> Usage:
+    if raw is None:
+        return Usage()
+    prompt_details = getattr(raw, "prompt_tokens_details", None)
+    completion_details = getattr(raw, "completion_tokens_details", None)
+    return Usage(
+        input_tokens=int(getattr(raw, "prompt_tokens", 0) or 0),
+        output_tokens=int(getattr(raw, "completion_tokens", 0) or 0),
+        cached_tokens=int(getattr(prompt_details, "cached_tokens", 0) or 0),
+        reasoning_tokens=int(getattr(completion_details, "reasoning_tokens", 0) or 0),
+    )
+
+
+class Gateway:
+    """Routes calls through LiteLLM, prices them, and writes the request log."""
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        engine: Engine,
+        *,
+        router: Any | None = None,
+        log_text: bool = True,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.config = config
+        self.prices = config.price_book()
+        self.router = router if router is not None else build_router(config)
+        self.log = RequestLogWriter(engine)
+        self.log_text = log_text
+        self.clock = clock
+
+    # -- public API -------------------------------------------------------------------
+
+    async def chat(self, req: ChatRequest) -> ChatResult:
+        """One non-streaming completion; raises a :class:`GatewayError` subclass on failure."""
+        row = self._start(req)
+        t0 = time.perf_counter()
+        try:
+            self._validate(req)
+            response = await self.router.acompletion(**self._call_args(req, stream=False))
+            choice = response.choices[0]
+            text = choice.message.content or ""
+            result = self._finish(
+                row,
+                req,
+                response._hidden_params,
+                _usage(response.usage),
+                text,
+                choice.finish_reason,
+                t0,
+                ttft_ms=None,
+            )
+            result.response = response.model_dump()
+        except BaseException as exc:
+            error = await self._fail(row, exc, t0)
+            if error is exc:
+                raise
+            raise error from exc
+        await self._write(row)
+        return result
+
+    async def stream(self, req: ChatRequest) -> AsyncIterator[Any]:
+        """A streaming completion: yields LiteLLM chunks; logs once the stream ends."""
+        row = self._start(req)
+        row.stream = True
+        t0 = time.perf_counter()
+        try:
+            self._validate(req)
+            stream = await self.router.acompletion(**self._call_args(req, stream=True))
+            parts: list[str] = []
+            usage: Any = None
+            finish: str | None = None
+            ttft_ms: int | None = None
+            async for chunk in stream:
+                if chunk.choices:
+                    delta = chunk.choices[0].delta
+                    if delta is not None and delta.content:
+                        if ttft_ms is None:
+                            ttft_ms = int((time.perf_counter() - t0) * 1000)
+                        parts.append(delta.content)
+                    finish = chunk.choices[0].finish_reason or finish
+                usage = getattr(chunk, "usage", None) or usage
+                yield chunk
+            hidden = getattr(stream, "_hidden_params", {}) or {}
+            self._finish(row, req, hidden, _usage(usage), "".join(parts), finish, t0, ttft_ms)
+        except BaseException as exc:
+            error = await self._fail(row, exc, t0)
+            if error is exc:
+                raise
+            raise error from exc
+        await self._write(row)
+
+    # -- steps ------------------------------------------------------------------------
+
+    def _start(self, req: ChatRequest) -> RequestLog:
+        now = self.clock()
+        return RequestLog(
+            request_id=new_id("req"),
+            started_at=now,
+            ended_at=now,
+            logged_at=now,
+            tenant_id=req.tenant_id,
+            feature_id=req.feature_id,
+            action_id=req.action_id,
+            job_id=req.job_id,
+            prompt_name=req.prompt_name,
+            prompt_version=req.prompt_version,
+            model_group=req.model_group,
+            status="started",
+            request_text=json.dumps(req.messages, ensure_ascii=False) if self.log_text else None,
+            trace_id=_trace_id(),
+        )
+
+    def _validate(self, req: ChatRequest) -> None:
+        if not req.tenant_id or not req.feature_id:
+            raise ValidationError("tenant_id and feature_id are required")
+        if req.model_group not in self.config.model_groups:
+            known = ", ".join(sorted(self.config.model_groups))
+            raise ValidationError(f"unknown model group {req.model_group!r} (known: {known})")
+        if not req.messages:
+            raise ValidationError("messages must not be empty")
+        if req.max_tokens is not None and req.max_tokens <= 0:
+            raise ValidationError("max_tokens must be positive")
+
+    def _call_args(self, req: ChatRequest, *, stream: bool) -> dict[str, Any]:
+        args: dict[str, Any] = {
+            **req.params,
+            "model": req.model_group,
+            "messages": req.messages,
+            "metadata": {"tenant_id": req.tenant_id, "feature_id": req.feature_id},
+        }
+        if req.max_tokens is not None:
+            args["max_tokens"] = req.max_tokens
+        if req.temperature is not None:
+            args["temperature"] = req.temperature
+        if stream:
+            args["stream"] = True
+            args["stream_options"] = {"include_usage": True}
+        return args
+
+    def _finish(
+        self,
+        row: RequestLog,
+        req: ChatRequest,
+        hidden: dict[str, Any],
+        usage: Usage,
+        text: str,
+        finish_reason: str | None,
+        t0: float,
+        ttft_ms: int | None,
+    ) -> ChatResult:
+        headers = hidden.get("additional_headers") or {}
+        deployment = self.config.deployment(str(hidden.get("model_id") or ""))
+        row.deployment_id = deployment.id if deployment else hidden.get("model_id")
+        row.model = deployment.model if deployment else hidden.get("litellm_model_name")
+        row.provider = deployment.provider if deployment else hidden.get("custom_llm_provider")
+        row.model_group = str(headers.get("x-litellm-model-group") or req.model_group)
+        row.attempts = 1 + int(headers.get("x-litellm-attempted-retries") or 0)
+        row.fallbacks_used = int(headers.get("x-litellm-attempted-fallbacks") or 0)
+        row.input_tokens = usage.input_tokens
+        row.output_tokens = usage.output_tokens
+        row.cached_tokens = usage.cached_tokens
+        row.reasoning_tokens = usage.reasoning_tokens
+        row.latency_ms = int((time.perf_counter() - t0) * 1000)
+        row.ttft_ms = ttft_ms
+        row.ended_at = self.clock()
+        row.response_text = text if self.log_text else None
+        row.status = "ok"
+        if deployment is None:
+            raise PricingError(f"response came from unknown deployment {hidden.get('model_id')!r}")
+        cost, version = self.prices.cost(deployment.price_model, usage, row.started_at)
+        row.cost_usd, row.price_version = cost, version
+        return ChatResult(
+            request_id=row.request_id,
+            text=text,
+            finish_reason=finish_reason,
+            model_group=row.model_group,
+            deployment_id=row.deployment_id,
+            model=row.model,
+            usage=usage,
+            cost_usd=cost,
+            price_version=version,
+            latency_ms=row.latency_ms,
+            ttft_ms=ttft_ms,
+            attempts=row.attempts,
+            fallbacks_used=row.fallbacks_used,
+        )
+
+    async def _fail(self, row: RequestLog, exc: BaseException, t0: float) -> BaseException:
+        """Record a failed call; return the error to raise in its place."""
+        error: BaseException
+        if isinstance(exc, PricingError):
+            # The provider answered (and will bill us); the row keeps its tokens, flagged.
+            row.status, row.error_class, error = "unpriced", "pricing", exc
+        elif isinstance(exc, ValidationError):
+            row.status, row.error_class, error = "rejected", "validation", exc
+        elif isinstance(exc, GatewayError):
+            row.status, row.error_class, error = "error", exc.error_class, exc
+        elif (mapped := translate_error(exc)) is not None:
+            row.status, row.error_class, error = "error", mapped.error_class, mapped
+            row.http_status = getattr(exc, "status_code", None)
+            retries = getattr(exc, "num_retries", None)
+            row.attempts = 1 + (retries if isinstance(retries, int) else 0)
+        elif isinstance(exc, asyncio.CancelledError | GeneratorExit):
+            row.status, row.error_class, error = "cancelled", "cancelled", exc
+        else:
+            row.status, row.error_class, error = "error", "internal", exc
+        row.error_message = str(exc).split("\n", 1)[0][:1000]
+        row.latency_ms = int((time.perf_counter() - t0) * 1000)
+        row.ended_at = self.clock()
+        await self._write(row)
+        return error
+
+    async def _write(self, row: RequestLog) -> None:
+        row.logged_at = self.clock()
+        await asyncio.to_thread(self.log.write, row)

@@ -1,0 +1,1 @@
+"""Prompts as code: prompt files and the versioned store."""

@@ -1,0 +1,1 @@
+"""The DuckDB warehouse: incremental loads from the ops DB and report queries."""
