@@ -59,11 +59,16 @@ def demo(
     """Run the whole pipeline on embedded defaults, with the provider simulator."""
     import asyncio
 
+    from llmops.gateway.config import load_gateway_config
+    from llmops.prompts.files import load_prompts
     from llmops.settings import apply_offline_defaults, get_settings
 
     settings = get_settings()
     apply_offline_defaults(settings)
     started = time.perf_counter()
+    # Fail fast, before any server starts, on a bad gateway config or prompt file.
+    load_gateway_config(settings.gateway_config)
+    load_prompts(settings.prompts_dir)
     where = _migrate()
     typer.echo(f"ops database: {where}")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,14 @@ from llmops.settings import OFFLINE_ENV
 
 for _key, _value in OFFLINE_ENV.items():
     os.environ.setdefault(_key, _value)
+
+# Nothing a test runs may write into the working tree: point every default data location
+# (ops DB, warehouse, Prefect home and results) at a throwaway folder first.
+_SCRATCH = Path(tempfile.mkdtemp(prefix="llmops-tests-"))
+os.environ["LLMOPS_DATA_DIR"] = str(_SCRATCH / "data")
+os.environ["PREFECT_HOME"] = str(_SCRATCH / "prefect")
+for _name in ("LLMOPS_DATABASE_URL", "LLMOPS_WAREHOUSE_PATH", "LLMOPS_GATEWAY_CONFIG"):
+    os.environ.pop(_name, None)
 
 _HERE = Path(__file__).parent
 

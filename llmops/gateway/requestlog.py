@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import Engine, insert
 
 from llmops.db.models import RequestLog
@@ -12,8 +14,9 @@ class RequestLogWriter:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self._insert = insert(RequestLog)
 
-    def write(self, row: RequestLog) -> None:
-        values = row.model_dump(exclude={"id"})
+    def write(self, row: dict[str, Any]) -> None:
+        """Insert one row (column name -> value) and commit it."""
         with self.engine.begin() as conn:
-            conn.execute(insert(RequestLog).values(**values))
+            conn.execute(self._insert, row)

@@ -1,0 +1,5 @@
+"""``python -m llmops``: the same as the ``llmops`` command."""
+
+from llmops.cli import main
+
+main()
