@@ -107,13 +107,17 @@ def get_settings() -> Settings:
     return Settings()
 
 
-def apply_offline_defaults(settings: Settings | None = None) -> None:
-    """Set offline/no-telemetry environment defaults for LiteLLM, Prefect and GX.
+def apply_offline_env() -> None:
+    """Set the offline/no-telemetry defaults (``OFFLINE_ENV``) where the user set nothing.
 
-    Also points Prefect at a per-project home under the data directory unless the user
-    already chose one. Must run before those libraries are imported.
+    Must run before LiteLLM, Prefect or GX is imported: they read these at import.
     """
     for key, value in OFFLINE_ENV.items():
         os.environ.setdefault(key, value)
+
+
+def apply_offline_defaults(settings: Settings | None = None) -> None:
+    """:func:`apply_offline_env`, plus a per-project ``PREFECT_HOME`` under the data dir."""
+    apply_offline_env()
     settings = settings or get_settings()
     os.environ.setdefault("PREFECT_HOME", str(settings.resolved_prefect_home))

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
 import pytest
 
-from llmops.settings import OFFLINE_ENV
+from llmops.settings import apply_offline_env
 
-for _key, _value in OFFLINE_ENV.items():
-    os.environ.setdefault(_key, _value)
+apply_offline_env()
 
 # Nothing a test runs may write into the working tree: point every default data location
 # (ops DB, warehouse, Prefect home and results) at a throwaway folder first.
@@ -29,3 +29,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         kind = Path(item.path).relative_to(_HERE).parts[0]
         if kind in ("unit", "integration"):
             item.add_marker(getattr(pytest.mark, kind))
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    shutil.rmtree(_SCRATCH, ignore_errors=True)
