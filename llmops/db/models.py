@@ -9,7 +9,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Column, Index, Integer, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from llmops.db.types import Money, UTCDateTime
@@ -17,14 +17,29 @@ from llmops.ids import utcnow
 
 ZERO = Decimal(0)
 
+#: 64-bit ids for tables that grow without bound; SQLite only auto-increments a column
+#: declared exactly INTEGER PRIMARY KEY, so it keeps that there.
+BIGSERIAL_ID = BigInteger().with_variant(Integer(), "sqlite")
+
+
+#: Constraint names are explicit and stable so later SQLite batch migrations can drop or
+#: alter them (SQLite has no names for unnamed constraints). "ix" matches SQLAlchemy's
+#: default, so index names are unchanged. Set before any table class is defined.
+SQLModel.metadata.naming_convention = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
 
 def _ts(*, index: bool = False, nullable: bool = False) -> Any:
-    return Field(
-        default_factory=utcnow if not nullable else None,
-        sa_type=UTCDateTime,
-        nullable=nullable,
-        index=index,
-    )
+    if nullable:
+        # Optional timestamps default to None; without a default pydantic treats them
+        # as required in model_validate() and in non-table subclasses.
+        return Field(default=None, sa_type=UTCDateTime, nullable=True, index=index)
+    return Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False, index=index)
 
 
 def _money(*, nullable: bool = False) -> Any:
@@ -149,7 +164,7 @@ class RequestLog(SQLModel, table=True):
 
     __tablename__ = "request_log"
 
-    id: int | None = Field(default=None, primary_key=True)
+    id: int | None = Field(default=None, primary_key=True, sa_type=BIGSERIAL_ID)
     request_id: str = Field(max_length=40, unique=True)
     started_at: datetime = _ts(index=True)
     ended_at: datetime = _ts()
@@ -190,9 +205,7 @@ class SpendCap(SQLModel, table=True):
     """A spend cap on a tenant, a (tenant, feature) pair or a feature, over a UTC period."""
 
     __tablename__ = "spend_caps"
-    __table_args__ = (
-        UniqueConstraint("scope_key", "period", name="uq_spend_caps_scope_period"),
-    )
+    __table_args__ = (UniqueConstraint("scope_key", "period", name="uq_spend_caps_scope_period"),)
 
     id: int | None = Field(default=None, primary_key=True)
     scope_key: str = Field(max_length=200)
@@ -322,9 +335,7 @@ class EvalResult(SQLModel, table=True):
     """One scored output: a dataset item and trial within an eval run."""
 
     __tablename__ = "eval_results"
-    __table_args__ = (
-        UniqueConstraint("run_id", "item_id", "trial", name="uq_eval_results_item"),
-    )
+    __table_args__ = (UniqueConstraint("run_id", "item_id", "trial", name="uq_eval_results_item"),)
 
     id: int | None = Field(default=None, primary_key=True)
     run_id: str = Field(foreign_key="eval_runs.id", max_length=40, index=True)
@@ -339,5 +350,3 @@ class EvalResult(SQLModel, table=True):
     cost_usd: Decimal = _money()
     latency_ms: int = 0
     created_at: datetime = _ts()
-
-

@@ -31,7 +31,11 @@ class Money(TypeDecorator[Decimal]):
             return None
         if isinstance(value, float):
             raise TypeError("money must be Decimal, int or str, never float")
-        amount = Decimal(value).quantize(_QUANT)
+        amount = Decimal(value)
+        if not amount.is_finite():
+            # NUMERIC accepts 'NaN' on Postgres; a NaN balance would poison every sum.
+            raise ValueError(f"money must be finite, got {value!r}")
+        amount = amount.quantize(_QUANT)
         return str(amount) if dialect.name == "sqlite" else amount
 
     def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
@@ -58,6 +62,7 @@ class UTCDateTime(TypeDecorator[datetime]):
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
-        if value.tzinfo is None:
-            return value.replace(tzinfo=UTC)
-        return value.astimezone(UTC)
+        moment: datetime = value
+        if moment.tzinfo is None:
+            return moment.replace(tzinfo=UTC)
+        return moment.astimezone(UTC)

@@ -1,0 +1,1 @@
+"""Ops DB revisions, oldest first (v0001_...); Alembic ignores this file."""

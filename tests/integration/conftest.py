@@ -1,0 +1,94 @@
+"""Ops DB fixtures for integration tests, on SQLite always and on Postgres when configured.
+
+Postgres tests run only when ``LLMOPS_TEST_DATABASE_URL`` is set, for example
+``postgresql+psycopg://postgres@127.0.0.1:5432/test``. That URL is used only as an admin
+connection: each test gets its own freshly created database (about 40 ms), dropped
+``WITH (FORCE)`` afterwards, so no test depends on what another test or an earlier run
+left behind. The user in the URL needs the CREATEDB privilege.
+
+Fixtures, from raw to ready:
+
+- ``sqlite_url``: a SQLite file URL in the test's ``tmp_path``; nothing created yet.
+- ``postgres_url``: a new empty Postgres database (skipped without the variable).
+- ``db_url``: parametrized over both backends (``[sqlite]``, ``[postgres]``); empty.
+- ``migrated_db_url``: ``db_url`` upgraded to head.
+- ``db_engine``: an engine from ``make_engine`` on ``migrated_db_url``; disposed after.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, make_url
+
+from llmops.db.engine import check_connection, make_engine
+from llmops.db.migrate import upgrade
+
+POSTGRES_ENV = "LLMOPS_TEST_DATABASE_URL"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # A test that asks for Postgres directly is a postgres test (``-m "not postgres"``).
+    for item in items:
+        if {"postgres_url", "postgres_admin_engine"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.postgres)
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    """URL of a SQLite file in this test's ``tmp_path`` (not created, not migrated)."""
+    return f"sqlite:///{tmp_path / 'ops.db'}"
+
+
+@pytest.fixture(scope="session")
+def postgres_admin_engine() -> Iterator[Engine]:
+    """An AUTOCOMMIT engine on ``LLMOPS_TEST_DATABASE_URL``; skips the test when unset."""
+    admin_url = os.environ.get(POSTGRES_ENV)
+    if not admin_url:
+        pytest.skip(f"Postgres tests need {POSTGRES_ENV}=postgresql+psycopg://...")
+    engine = make_engine(admin_url)
+    # Set but unreachable is a broken setup, not a reason to skip: fail with the reason.
+    check_connection(engine)
+    yield engine.execution_options(isolation_level="AUTOCOMMIT")
+    engine.dispose()
+
+
+@pytest.fixture
+def postgres_url(postgres_admin_engine: Engine) -> Iterator[str]:
+    """URL of a new, empty Postgres database for this test; dropped WITH (FORCE) after."""
+    name = f"llmops_test_{os.getpid()}_{secrets.token_hex(4)}"
+    with postgres_admin_engine.connect() as connection:
+        connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    url = make_url(postgres_admin_engine.url).set(database=name)
+    try:
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with postgres_admin_engine.connect() as connection:
+            connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest) -> str:
+    """An empty database URL on each backend: SQLite always, Postgres when configured."""
+    # Looked up lazily so the [sqlite] case never touches (or skips on) Postgres.
+    url: str = request.getfixturevalue(f"{request.param}_url")
+    return url
+
+
+@pytest.fixture
+def migrated_db_url(db_url: str) -> str:
+    """``db_url`` upgraded to the head revision."""
+    upgrade(db_url)
+    return db_url
+
+
+@pytest.fixture
+def db_engine(migrated_db_url: str) -> Iterator[Engine]:
+    """An engine (``make_engine``) on a fresh database at head, on each backend."""
+    engine = make_engine(migrated_db_url)
+    yield engine
+    engine.dispose()
