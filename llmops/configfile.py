@@ -30,10 +30,13 @@ def _interpolate(value: Any, path: str, file: str, env: dict[str, str]) -> Any:
 
         def sub(match: re.Match[str]) -> str:
             name, default = match.group(1), match.group(2)
-            if name in env:
+            # As in POSIX shells: ${VAR:-default} applies when VAR is unset or empty.
+            if env.get(name):
                 return env[name]
             if default is not None:
                 return default
+            if name in env:
+                return ""
             raise ConfigError(file, path, f"environment variable {name} is not set")
 
         return _VAR.sub(sub, value)
