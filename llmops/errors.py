@@ -5,12 +5,15 @@
     LLMOpsError
     ├── ConfigError                 bad config file or setting (file, field, reason)
     ├── DatabaseUnavailable         the ops DB does not answer
-    ├── ValidationError             bad input from a caller (permanent)
+    ├── ValidationError             bad input from a caller (permanent)       HTTP 400
+    ├── AuthError                   missing, unknown or revoked API key       HTTP 401
     ├── PricingError                a model without a price (permanent, never billed as $0)
-    └── GatewayError                a provider call failed
-        ├── RetryableError          worth retrying: timeout, 429, 5xx, connection
+    └── GatewayError                a call through the gateway failed
+        ├── RetryableError          worth retrying: timeout, 429, 5xx, connection  HTTP 502/504
+        │   └── RateLimited         a tenant/feature rate limit (retry_after_s)    HTTP 429
         └── PermanentError          not worth retrying: 4xx, bad request, content policy
-            ├── BudgetExceeded      a hard spend cap would be exceeded
+            ├── BudgetExceeded      a hard spend cap would be exceeded              HTTP 402
+            ├── PolicyBlocked       redaction policy "block" matched the request    HTTP 400
             └── ContentPolicyError  the provider refused the content
 
 ``is_retryable(exc)`` is what Prefect retry conditions and the queue use.
@@ -39,6 +42,10 @@ class ValidationError(LLMOpsError):
     """A caller sent something invalid."""
 
 
+class AuthError(LLMOpsError):
+    """The caller's API key is missing, unknown or revoked."""
+
+
 class PricingError(LLMOpsError):
     """A model has no price in the price book and is not marked free."""
 
@@ -60,6 +67,17 @@ class RetryableError(GatewayError):
     error_class = "retryable"
 
 
+class RateLimited(RetryableError):
+    """A rate limit of llmops itself (not the provider's) refused the request."""
+
+    error_class = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after_s: float, limit: str = "") -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+        self.limit = limit
+
+
 class PermanentError(GatewayError):
     """A failure that will repeat on retry."""
 
@@ -70,6 +88,12 @@ class BudgetExceeded(PermanentError):
     """A hard spend cap would be exceeded by this call."""
 
     error_class = "budget_exceeded"
+
+
+class PolicyBlocked(PermanentError):
+    """The redaction policy blocks this request (an entity in ``block`` mode was found)."""
+
+    error_class = "pii_blocked"
 
 
 class ContentPolicyError(PermanentError):
