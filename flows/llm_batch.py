@@ -36,7 +36,11 @@ from llmops.gateway.summary import batch_summary, summary_markdown
 )
 async def process_chunk(items: list[BatchItem], concurrency: int) -> list[ItemOutcome]:
     """Run one chunk; raise a retryable error if any item failed transiently."""
-    outcomes = await run_items(gateway(), items, concurrency)
+    gw = gateway()
+    try:
+        outcomes = await run_items(gw, items, concurrency)
+    finally:
+        await gw.aclose()
     transient = [o for o in outcomes if o.status == "failed" and o.retryable]
     if transient:
         raise RetryableError(

@@ -107,6 +107,7 @@ class Gateway:
         *,
         router: Any | None = None,
         log_text: bool = True,
+        wait_for_log: bool = True,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.config = config
@@ -114,6 +115,7 @@ class Gateway:
         self.router = router if router is not None else build_router(config)
         self.log = RequestLogWriter(engine)
         self.log_text = log_text
+        self.wait_for_log = wait_for_log
         self.clock = clock
 
     # -- public API -------------------------------------------------------------------
@@ -303,4 +305,12 @@ class Gateway:
 
     async def _write(self, row: dict[str, Any]) -> None:
         row["logged_at"] = self.clock()
-        await asyncio.to_thread(self.log.write, row)
+        await self.log.write(row, wait=self.wait_for_log)
+
+    async def flush(self) -> None:
+        """Return once every request_log row of this gateway is committed."""
+        await self.log.flush()
+
+    async def aclose(self) -> None:
+        """Flush the request log and stop its writer (call on shutdown)."""
+        await self.log.aclose()

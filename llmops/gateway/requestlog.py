@@ -1,22 +1,91 @@
-"""Writing request_log rows: one committed row per gateway call."""
+"""Writing request_log rows with group commit: one transaction for every row that is waiting.
+
+A call's row is handed to a background task that inserts all queued rows in one
+``executemany`` on a worker thread. Callers await their row's commit by default, so a call
+that returned is always logged, even if the process is then killed; under load many rows
+share a commit, which is what keeps logging off the critical path. ``wait=False`` returns
+at once (the row is committed within one flush); :meth:`aclose` flushes everything, and
+the HTTP gateway calls it on SIGTERM.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from typing import Any
 
 from sqlalchemy import Engine, insert
 
 from llmops.db.models import RequestLog
 
+log = logging.getLogger(__name__)
+
+_Pending = tuple[dict[str, Any], "asyncio.Future[None] | None"]
+
 
 class RequestLogWriter:
-    """Inserts request_log rows; each write is its own committed transaction."""
+    """Batches request_log inserts; each batch is one committed transaction."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, max_batch: int = 500) -> None:
         self.engine = engine
+        self.max_batch = max_batch
         self._insert = insert(RequestLog)
+        self._queue: asyncio.Queue[_Pending] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
-    def write(self, row: dict[str, Any]) -> None:
-        """Insert one row (column name -> value) and commit it."""
-        with self.engine.begin() as conn:
-            conn.execute(self._insert, row)
+    def write_now(self, rows: list[dict[str, Any]]) -> None:
+        """Insert ``rows`` (column name -> value) in one transaction, synchronously."""
+        if rows:
+            with self.engine.begin() as conn:
+                conn.execute(self._insert, rows)
+
+    async def write(self, row: dict[str, Any], *, wait: bool = True) -> None:
+        """Queue ``row``; with ``wait``, return once it is committed (raising if it failed)."""
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop or self._task is None or self._task.done():
+            self._start(loop)
+        assert self._queue is not None
+        future: asyncio.Future[None] | None = loop.create_future() if wait else None
+        self._queue.put_nowait((row, future))
+        if future is not None:
+            await future
+
+    async def flush(self) -> None:
+        """Return once every row queued so far is committed."""
+        if self._queue is not None and self._task is not None and not self._task.done():
+            await self._queue.join()
+
+    async def aclose(self) -> None:
+        """Flush and stop the background task."""
+        await self.flush()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self._task = self._queue = self._loop = None
+
+    def _start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._queue = asyncio.Queue()
+        self._task = loop.create_task(self._run(self._queue), name="llmops-request-log")
+
+    async def _run(self, queue: asyncio.Queue[_Pending]) -> None:
+        while True:
+            batch = [await queue.get()]
+            while len(batch) < self.max_batch and not queue.empty():
+                batch.append(queue.get_nowait())
+            error: BaseException | None = None
+            try:
+                await asyncio.to_thread(self.write_now, [row for row, _ in batch])
+            except Exception as exc:  # noqa: BLE001 - handed to every waiting caller
+                error = exc
+                log.error("request_log: failed to write %d rows: %s", len(batch), exc)
+            for _, future in batch:
+                if future is not None and not future.done():
+                    if error is None:
+                        future.set_result(None)
+                    else:
+                        future.set_exception(error)
+                queue.task_done()
