@@ -79,7 +79,7 @@ class RequestLogWriter:
             error: BaseException | None = None
             try:
                 await asyncio.to_thread(self.write_now, [row for row, _ in batch])
-            except Exception as exc:  # noqa: BLE001 - handed to every waiting caller
+            except Exception as exc:
                 error = exc
                 log.error("request_log: failed to write %d rows: %s", len(batch), exc)
             for _, future in batch:
