@@ -181,6 +181,7 @@ class RequestLog(SQLModel, table=True):
     provider: str | None = Field(default=None, max_length=50)
     attempts: int = Field(default=1)
     fallbacks_used: int = Field(default=0)
+    deployments_tried: list[str] | None = _json()
     cache_hit: bool = Field(default=False)
     stream: bool = Field(default=False)
     status: str = Field(max_length=16)
@@ -350,3 +351,17 @@ class EvalResult(SQLModel, table=True):
     cost_usd: Decimal = _money()
     latency_ms: int = 0
     created_at: datetime = _ts()
+
+
+class RateLimitBucket(SQLModel, table=True):
+    """One rate-limit bucket (``tenant:acme rpm``): units in use as of ``updated_at``.
+
+    GCRA state as a leaky bucket: the level drains at the limit per minute, so one row
+    per configured limit is the whole state and the table never grows with time.
+    """
+
+    __tablename__ = "rate_limit_buckets"
+
+    key: str = Field(primary_key=True, max_length=200)
+    level: float = Field(default=0.0)
+    updated_at: datetime = _ts()

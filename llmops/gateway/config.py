@@ -21,6 +21,21 @@ _STRICT = ConfigDict(extra="forbid", frozen=True)
 Money = Annotated[Decimal, Field(ge=0, allow_inf_nan=False)]
 
 
+class RetryPolicy(BaseModel):
+    """Retries on the same model group, per error class, before its fallbacks are tried.
+
+    ``None`` means the default (``settings.num_retries``). A 429 defaults to no retry: with
+    a fallback configured, moving on is faster than waiting out the provider's Retry-After.
+    """
+
+    model_config = _STRICT
+
+    rate_limit: int | None = Field(default=0, ge=0, le=10)
+    server_error: int | None = Field(default=None, ge=0, le=10)
+    timeout: int | None = Field(default=None, ge=0, le=10)
+    connection: int | None = Field(default=None, ge=0, le=10)
+
+
 class Deployment(BaseModel):
     """One concrete model endpoint that can serve a model group."""
 
@@ -32,6 +47,8 @@ class Deployment(BaseModel):
     api_key: str | None = None
     api_version: str | None = None
     price: str | None = Field(default=None, description="Price book model; default: model")
+    max_input_tokens: int | None = Field(default=None, gt=0, description="Context window.")
+    max_output_tokens: int | None = Field(default=None, gt=0)
     rpm: int | None = Field(default=None, gt=0)
     tpm: int | None = Field(default=None, gt=0)
     weight: int | None = Field(default=None, gt=0)
@@ -52,7 +69,10 @@ class ModelGroup(BaseModel):
 
     deployments: list[Deployment] = Field(min_length=1)
     fallbacks: list[str] = Field(default_factory=list)
+    context_window_fallbacks: list[str] = Field(default_factory=list)
+    content_policy_fallbacks: list[str] = Field(default_factory=list)
     timeout_s: PositiveFloat | None = None
+    retries: RetryPolicy | None = None
 
 
 class PriceEntry(BaseModel):
@@ -114,6 +134,9 @@ class GatewaySettings(BaseModel):
 
     timeout_s: PositiveFloat = 60.0
     num_retries: int = Field(default=1, ge=0, le=10)
+    retries: RetryPolicy = Field(default_factory=RetryPolicy)
+    cooldown_s: float = Field(default=30.0, ge=0, description="Rest for a failing deployment.")
+    allowed_fails: int = Field(default=3, ge=0, description="Failures a minute before cooldown.")
 
 
 class GatewayConfig(BaseModel):
@@ -140,12 +163,20 @@ class GatewayConfig(BaseModel):
                         f"{where}.model: no price for {dep.price_model!r} in prices "
                         "(add one, or an entry with free: true)"
                     )
-            for j, fallback in enumerate(group.fallbacks):
-                where = f"model_groups.{group_name}.fallbacks[{j}]"
-                if fallback not in self.model_groups:
-                    raise ValueError(f"{where}: unknown model group {fallback!r}")
-                if fallback == group_name:
-                    raise ValueError(f"{where}: a group cannot fall back to itself")
+            for kind in _FALLBACK_KINDS:
+                for j, fallback in enumerate(getattr(group, kind)):
+                    where = f"model_groups.{group_name}.{kind}[{j}]"
+                    if fallback not in self.model_groups:
+                        raise ValueError(f"{where}: unknown model group {fallback!r}")
+                    if fallback == group_name:
+                        raise ValueError(f"{where}: a group cannot fall back to itself")
+        for kind in _FALLBACK_KINDS:
+            graph = {name: list(getattr(g, kind)) for name, g in self.model_groups.items()}
+            cycle = _find_cycle(graph)
+            if cycle:
+                raise ValueError(
+                    f"model_groups.{cycle[0]}.{kind}: fallback cycle {' -> '.join(cycle)}"
+                )
         return self
 
     def price_book(self) -> PriceBook:
@@ -157,6 +188,32 @@ class GatewayConfig(BaseModel):
                 if dep.id == deployment_id:
                     return dep
         return None
+
+
+_FALLBACK_KINDS = ("fallbacks", "context_window_fallbacks", "content_policy_fallbacks")
+
+
+def _find_cycle(graph: dict[str, list[str]]) -> list[str] | None:
+    """A cycle in ``graph`` as a path that returns to its start, or ``None``."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for nxt in graph.get(node, []):
+            if state.get(nxt) == 1:
+                return [*path[path.index(nxt) :], nxt]
+            if nxt not in state and (found := visit(nxt)):
+                return found
+        path.pop()
+        state[node] = 2
+        return None
+
+    for start in graph:
+        if start not in state and (found := visit(start)):
+            return found
+    return None
 
 
 def load_gateway_config(path: Path, env: dict[str, str] | None = None) -> GatewayConfig:

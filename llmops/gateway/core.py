@@ -19,6 +19,7 @@ from sqlalchemy import Engine
 
 from llmops.db.models import RequestLog
 from llmops.errors import GatewayError, PricingError, ValidationError
+from llmops.gateway.attempts import METADATA_KEY, tracker
 from llmops.gateway.config import GatewayConfig
 from llmops.gateway.pricebook import Usage
 from llmops.gateway.requestlog import RequestLogWriter
@@ -113,6 +114,10 @@ class Gateway:
         self.config = config
         self.prices = config.price_book()
         self.router = router if router is not None else build_router(config)
+        self._attempts = tracker()
+        self._group_of = {
+            dep.id: name for name, group in config.model_groups.items() for dep in group.deployments
+        }
         self.log = RequestLogWriter(engine)
         self.log_text = log_text
         self.wait_for_log = wait_for_log
@@ -126,7 +131,7 @@ class Gateway:
         t0 = time.perf_counter()
         try:
             self._validate(req)
-            response = await self.router.acompletion(**self._call_args(req, stream=False))
+            response = await self.router.acompletion(**self._call_args(req, row, stream=False))
             choice = response.choices[0]
             text = choice.message.content or ""
             result = self._finish(
@@ -155,7 +160,7 @@ class Gateway:
         t0 = time.perf_counter()
         try:
             self._validate(req)
-            stream = await self.router.acompletion(**self._call_args(req, stream=True))
+            stream = await self.router.acompletion(**self._call_args(req, row, stream=True))
             parts: list[str] = []
             usage: Any = None
             finish: str | None = None
@@ -214,12 +219,17 @@ class Gateway:
         if req.max_tokens is not None and req.max_tokens <= 0:
             raise ValidationError("max_tokens must be positive")
 
-    def _call_args(self, req: ChatRequest, *, stream: bool) -> dict[str, Any]:
+    def _call_args(self, req: ChatRequest, row: dict[str, Any], *, stream: bool) -> dict[str, Any]:
+        self._attempts.begin(row["request_id"])
         args: dict[str, Any] = {
             **req.params,
             "model": req.model_group,
             "messages": req.messages,
-            "metadata": {"tenant_id": req.tenant_id, "feature_id": req.feature_id},
+            "metadata": {
+                "tenant_id": req.tenant_id,
+                "feature_id": req.feature_id,
+                METADATA_KEY: row["request_id"],
+            },
         }
         if req.max_tokens is not None:
             args["max_tokens"] = req.max_tokens
@@ -241,14 +251,11 @@ class Gateway:
         t0: float,
         ttft_ms: int | None,
     ) -> ChatResult:
-        headers = hidden.get("additional_headers") or {}
         deployment = self.config.deployment(str(hidden.get("model_id") or ""))
         row["deployment_id"] = deployment.id if deployment else hidden.get("model_id")
         row["model"] = deployment.model if deployment else hidden.get("litellm_model_name")
         row["provider"] = deployment.provider if deployment else hidden.get("custom_llm_provider")
-        row["model_group"] = str(headers.get("x-litellm-model-group") or req.model_group)
-        row["attempts"] = 1 + int(headers.get("x-litellm-attempted-retries") or 0)
-        row["fallbacks_used"] = int(headers.get("x-litellm-attempted-fallbacks") or 0)
+        self._record_attempts(row, final=row["deployment_id"])
         row["input_tokens"] = usage.input_tokens
         row["output_tokens"] = usage.output_tokens
         row["cached_tokens"] = usage.cached_tokens
@@ -291,17 +298,27 @@ class Gateway:
         elif (mapped := translate_error(exc)) is not None:
             row["status"], row["error_class"], error = "error", mapped.error_class, mapped
             row["http_status"] = getattr(exc, "status_code", None)
-            retries = getattr(exc, "num_retries", None)
-            row["attempts"] = 1 + (retries if isinstance(retries, int) else 0)
         elif isinstance(exc, asyncio.CancelledError | GeneratorExit):
             row["status"], row["error_class"], error = "cancelled", "cancelled", exc
         else:
             row["status"], row["error_class"], error = "error", "internal", exc
+        if row["status"] != "unpriced":  # unpriced: the call succeeded, already recorded
+            self._record_attempts(row, final=None)
         row["error_message"] = str(exc).split("\n", 1)[0][:1000]
         row["latency_ms"] = int((time.perf_counter() - t0) * 1000)
         row["ended_at"] = self.clock()
         await self._write(row)
         return error
+
+    def _record_attempts(self, row: dict[str, Any], *, final: str | None) -> None:
+        """Attempts, deployments tried and fallbacks, from the Router's failed attempts."""
+        tried = [deployment for deployment, _ in self._attempts.end(row["request_id"])]
+        if final is not None:
+            tried.append(final)
+        row["attempts"] = len(tried)
+        row["deployments_tried"] = tried or None
+        groups = {self._group_of.get(d, d) for d in tried}
+        row["fallbacks_used"] = max(len(groups) - 1, 0)
 
     async def _write(self, row: dict[str, Any]) -> None:
         row["logged_at"] = self.clock()

@@ -5,6 +5,8 @@ LiteLLM is imported here only, inside functions: its import costs seconds.
 
 from __future__ import annotations
 
+import logging
+import os
 from typing import Any
 
 from llmops.errors import (
@@ -13,7 +15,7 @@ from llmops.errors import (
     PermanentError,
     RetryableError,
 )
-from llmops.gateway.config import GatewayConfig
+from llmops.gateway.config import GatewayConfig, RetryPolicy
 
 
 def build_router(config: GatewayConfig) -> Any:
@@ -21,6 +23,11 @@ def build_router(config: GatewayConfig) -> Any:
     import litellm
 
     litellm.suppress_debug_info = True
+    if not os.environ.get("LITELLM_LOG"):
+        # The Router logs every failed request with a multi-line debug dump; the gateway
+        # records each attempt in the request log instead. LITELLM_LOG=DEBUG brings it back.
+        for name in ("LiteLLM Router", "LiteLLM"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
     model_list: list[dict[str, Any]] = []
     for group_name, group in config.model_groups.items():
         timeout = group.timeout_s or config.settings.timeout_s
@@ -39,12 +46,48 @@ def build_router(config: GatewayConfig) -> Any:
             model_list.append(
                 {"model_name": group_name, "litellm_params": params, "model_info": {"id": dep.id}}
             )
-    fallbacks = [{name: g.fallbacks} for name, g in config.model_groups.items() if g.fallbacks]
+    groups = config.model_groups.items()
+    default = config.settings.retries
     return litellm.Router(  # type: ignore[attr-defined]
         model_list=model_list,
-        fallbacks=fallbacks,
+        fallbacks=[{n: g.fallbacks} for n, g in groups if g.fallbacks],
+        context_window_fallbacks=[
+            {n: g.context_window_fallbacks} for n, g in groups if g.context_window_fallbacks
+        ],
+        content_policy_fallbacks=[
+            {n: g.content_policy_fallbacks} for n, g in groups if g.content_policy_fallbacks
+        ],
         num_retries=config.settings.num_retries,
+        retry_policy=_retry_policy(default, config.settings.num_retries),
+        model_group_retry_policy={
+            n: _retry_policy(g.retries, config.settings.num_retries)
+            for n, g in groups
+            if g.retries is not None
+        },
         timeout=config.settings.timeout_s,
+        cooldown_time=config.settings.cooldown_s,
+        allowed_fails=config.settings.allowed_fails,
+    )
+
+
+def _retry_policy(policy: RetryPolicy, default: int) -> Any:
+    """LiteLLM's RetryPolicy for ours: transient classes as configured, the rest never."""
+    from litellm.types.router import RetryPolicy as LiteLLMRetryPolicy
+
+    def pick(value: int | None) -> int:
+        return default if value is None else value
+
+    server = pick(policy.server_error)
+    return LiteLLMRetryPolicy(
+        RateLimitErrorRetries=pick(policy.rate_limit),
+        InternalServerErrorRetries=server,
+        ServiceUnavailableErrorRetries=server,
+        TimeoutErrorRetries=pick(policy.timeout),
+        DefaultRetries=pick(policy.connection),
+        BadRequestErrorRetries=0,
+        AuthenticationErrorRetries=0,
+        ContentPolicyViolationErrorRetries=0,
+        NotFoundErrorRetries=0,
     )
 
 

@@ -43,6 +43,7 @@ REQUEST_LOG_COLUMNS: list[tuple[str, pa.DataType, str]] = [
     ("provider", pa.string(), "VARCHAR"),
     ("attempts", pa.int32(), "INTEGER"),
     ("fallbacks_used", pa.int32(), "INTEGER"),
+    ("deployments_tried", pa.list_(pa.string()), "VARCHAR[]"),
     ("cache_hit", pa.bool_(), "BOOLEAN"),
     ("stream", pa.bool_(), "BOOLEAN"),
     ("status", pa.string(), "VARCHAR"),

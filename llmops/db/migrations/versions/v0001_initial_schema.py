@@ -139,6 +139,7 @@ def upgrade() -> None:
         sa.Column("provider", sa.String(length=50), nullable=True),
         sa.Column("attempts", sa.Integer(), nullable=False),
         sa.Column("fallbacks_used", sa.Integer(), nullable=False),
+        sa.Column("deployments_tried", sa.JSON(), nullable=True),
         sa.Column("cache_hit", sa.Boolean(), nullable=False),
         sa.Column("stream", sa.Boolean(), nullable=False),
         sa.Column("status", sa.String(length=16), nullable=False),
