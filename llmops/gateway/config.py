@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, field_validato
 from llmops.configfile import load_yaml_model
 from llmops.errors import ConfigError
 from llmops.gateway.pricebook import Price, PriceBook
+from llmops.gateway.ratelimit_core import RateLimitConfig
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 Money = Annotated[Decimal, Field(ge=0, allow_inf_nan=False)]
@@ -147,6 +148,7 @@ class GatewayConfig(BaseModel):
     settings: GatewaySettings = Field(default_factory=GatewaySettings)
     model_groups: dict[str, ModelGroup] = Field(min_length=1)
     prices: list[PriceEntry] = Field(default_factory=list)
+    rate_limits: RateLimitConfig = Field(default_factory=RateLimitConfig)
 
     @model_validator(mode="after")
     def _cross_check(self) -> GatewayConfig:
