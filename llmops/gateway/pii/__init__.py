@@ -1,0 +1,1 @@
+"""PII and secret detectors behind :mod:`llmops.gateway.redaction` (which is the public API)."""
