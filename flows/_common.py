@@ -11,6 +11,7 @@ from llmops.db.engine import make_engine
 from llmops.errors import is_retryable
 from llmops.gateway.config import load_gateway_config
 from llmops.gateway.core import Gateway
+from llmops.gateway.ratelimit import make_rate_limiter
 from llmops.settings import Settings, apply_offline_defaults, get_settings
 
 
@@ -30,9 +31,14 @@ def ops_engine(url: str) -> Engine:
 def gateway() -> Gateway:
     """A gateway built from the current settings and ``config/gateway.yaml``."""
     current = settings()
+    engine = ops_engine(current.resolved_database_url)
+    hash_key = current.redaction_hash_key
     return Gateway(
         load_gateway_config(current.gateway_config),
-        ops_engine(current.resolved_database_url),
+        engine,
+        limiter=make_rate_limiter(current.redis_url, engine),
+        default_max_tokens=current.default_max_tokens,
+        redaction_hash_key=hash_key.get_secret_value() if hash_key else None,
         log_text=current.log_text,
     )
 

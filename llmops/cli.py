@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from llmops.cli_caps import caps_app
 from llmops.errors import LLMOpsError
 
 app = typer.Typer(
@@ -21,6 +22,7 @@ app = typer.Typer(
 )
 sim_app = typer.Typer(help="The provider simulator (an OpenAI-compatible test server).")
 app.add_typer(sim_app, name="sim")
+app.add_typer(caps_app, name="caps")
 
 
 def _fail(message: str) -> typer.Exit:

@@ -78,6 +78,10 @@ class Settings(BaseSettings):
         gt=0,
         description="max_tokens assumed for a request that sets none (budget reservations).",
     )
+    redaction_hash_key: SecretStr | None = Field(
+        default=None,
+        description="HMAC key for PII entities in hash mode (at least 16 characters).",
+    )
     log_text: bool = Field(
         default=True,
         description="Store the (redacted) request and response text in the request log.",

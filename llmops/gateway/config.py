@@ -17,6 +17,7 @@ from llmops.configfile import load_yaml_model
 from llmops.errors import ConfigError
 from llmops.gateway.pricebook import Price, PriceBook
 from llmops.gateway.ratelimit_core import RateLimitConfig
+from llmops.gateway.redaction import RedactionPolicy
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 Money = Annotated[Decimal, Field(ge=0, allow_inf_nan=False)]
@@ -140,6 +141,37 @@ class GatewaySettings(BaseModel):
     allowed_fails: int = Field(default=3, ge=0, description="Failures a minute before cooldown.")
 
 
+class RedactionConfig(BaseModel):
+    """PII redaction: a default policy, overridden per tenant, per feature, per both.
+
+    Overrides set only what they change, e.g. ``{entities: {EMAIL: hash}}``; a tenant's
+    ``features:`` entry applies to that tenant's calls of that feature.
+    """
+
+    model_config = _STRICT
+
+    default: RedactionPolicy = Field(default_factory=RedactionPolicy)
+    tenants: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    features: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _overrides_are_valid(self) -> RedactionConfig:
+        for tenant_id, tenant in self.tenants.items():
+            self.policy_for(self.default, tenant_id, "")
+            for feature_id in tenant.get("features", {}):
+                self.policy_for(self.default, tenant_id, feature_id)
+        for feature_id in self.features:
+            self.policy_for(self.default, "", feature_id)
+        return self
+
+    def policy_for(self, base: RedactionPolicy, tenant_id: str, feature_id: str) -> RedactionPolicy:
+        """``base``, then the tenant's override, the feature's, and the tenant's feature's."""
+        tenant = self.tenants.get(tenant_id, {})
+        policy = base.merged({k: v for k, v in tenant.items() if k != "features"} or None)
+        policy = policy.merged(self.features.get(feature_id))
+        return policy.merged(tenant.get("features", {}).get(feature_id))
+
+
 class GatewayConfig(BaseModel):
     """The whole gateway file."""
 
@@ -149,6 +181,7 @@ class GatewayConfig(BaseModel):
     model_groups: dict[str, ModelGroup] = Field(min_length=1)
     prices: list[PriceEntry] = Field(default_factory=list)
     rate_limits: RateLimitConfig = Field(default_factory=RateLimitConfig)
+    redaction: RedactionConfig = Field(default_factory=RedactionConfig)
 
     @model_validator(mode="after")
     def _cross_check(self) -> GatewayConfig:

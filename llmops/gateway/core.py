@@ -1,6 +1,9 @@
 """The gateway core: every LLM call goes through :meth:`Gateway.chat` or :meth:`Gateway.stream`.
 
-One call is one request_log row, whatever happens: success, provider error or bad input.
+A call is admitted (validation, PII redaction, token limits, rate limits, a worst-case hold
+on every spend cap: see :mod:`llmops.gateway.admission`), routed through LiteLLM's Router,
+priced, settled, and logged: one request_log row, whatever happened. The provider and the
+log see only redacted text; the caller gets the original values back in the answer.
 """
 
 from __future__ import annotations
@@ -19,9 +22,12 @@ from sqlalchemy import Engine
 
 from llmops.db.models import RequestLog
 from llmops.errors import GatewayError, PricingError, ValidationError
+from llmops.gateway.admission import Admission, Admitter
 from llmops.gateway.attempts import METADATA_KEY, tracker
+from llmops.gateway.budget import BudgetManager
 from llmops.gateway.config import GatewayConfig
 from llmops.gateway.pricebook import Usage
+from llmops.gateway.ratelimit_core import RateLimiter
 from llmops.gateway.requestlog import RequestLogWriter
 from llmops.gateway.router import build_router, translate_error
 from llmops.ids import new_id, new_trace_id, utcnow
@@ -107,13 +113,28 @@ class Gateway:
         engine: Engine,
         *,
         router: Any | None = None,
+        limiter: RateLimiter | None = None,
+        budgets: BudgetManager | None = None,
+        default_max_tokens: int = 1024,
+        redaction_hash_key: str | None = None,
         log_text: bool = True,
         wait_for_log: bool = True,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
+        from llmops.gateway.ratelimit import DbRateLimiter
+
         self.config = config
         self.prices = config.price_book()
         self.router = router if router is not None else build_router(config)
+        self.limiter = limiter if limiter is not None else DbRateLimiter(engine)
+        self.budgets = budgets if budgets is not None else BudgetManager(engine, clock=clock)
+        self.admitter = Admitter(
+            config,
+            limiter=self.limiter,
+            budgets=self.budgets,
+            default_max_tokens=default_max_tokens,
+            hash_key=redaction_hash_key,
+        )
         self._attempts = tracker()
         self._group_of = {
             dep.id: name for name, group in config.model_groups.items() for dep in group.deployments
@@ -129,24 +150,26 @@ class Gateway:
         """One non-streaming completion; raises a :class:`GatewayError` subclass on failure."""
         row = self._start(req)
         t0 = time.perf_counter()
+        adm: Admission | None = None
         try:
-            self._validate(req)
-            response = await self.router.acompletion(**self._call_args(req, row, stream=False))
+            adm = await self._admit(req, row)
+            args = self._call_args(req, adm, row, stream=False)
+            response = await self.router.acompletion(**args)
             choice = response.choices[0]
             text = choice.message.content or ""
+            usage = _usage(response.usage)
             result = self._finish(
-                row,
-                req,
-                response._hidden_params,
-                _usage(response.usage),
-                text,
-                choice.finish_reason,
-                t0,
-                ttft_ms=None,
+                row, req, response._hidden_params, usage, text, choice.finish_reason, t0, None
             )
+            await self.admitter.settle(
+                adm, tokens=usage.input_tokens + usage.output_tokens, cost=result.cost_usd
+            )
+            if adm.redaction is not None:
+                result.text = adm.restore(text)
+                choice.message.content = result.text
             result.response = response
         except BaseException as exc:
-            error = await self._fail(row, exc, t0)
+            error = await self._fail(row, exc, t0, adm)
             if error is exc:
                 raise
             raise error from exc
@@ -158,11 +181,14 @@ class Gateway:
         row = self._start(req)
         row["stream"] = True
         t0 = time.perf_counter()
+        adm: Admission | None = None
         try:
-            self._validate(req)
-            stream = await self.router.acompletion(**self._call_args(req, row, stream=True))
+            adm = await self._admit(req, row)
+            args = self._call_args(req, adm, row, stream=True)
+            stream = await self.router.acompletion(**args)
+            restorer = adm.redaction.stream_restorer() if adm.redaction is not None else None
             parts: list[str] = []
-            usage: Any = None
+            raw_usage: Any = None
             finish: str | None = None
             ttft_ms: int | None = None
             async for chunk in stream:
@@ -172,13 +198,25 @@ class Gateway:
                         if ttft_ms is None:
                             ttft_ms = int((time.perf_counter() - t0) * 1000)
                         parts.append(delta.content)
+                        if restorer is not None:
+                            delta.content = restorer.feed(delta.content)
+                    if (
+                        chunk.choices[0].finish_reason
+                        and restorer is not None
+                        and delta is not None
+                    ):
+                        delta.content = (delta.content or "") + restorer.flush()
                     finish = chunk.choices[0].finish_reason or finish
-                usage = getattr(chunk, "usage", None) or usage
+                raw_usage = getattr(chunk, "usage", None) or raw_usage
                 yield chunk
             hidden = getattr(stream, "_hidden_params", {}) or {}
-            self._finish(row, req, hidden, _usage(usage), "".join(parts), finish, t0, ttft_ms)
+            usage = _usage(raw_usage)
+            result = self._finish(row, req, hidden, usage, "".join(parts), finish, t0, ttft_ms)
+            await self.admitter.settle(
+                adm, tokens=usage.input_tokens + usage.output_tokens, cost=result.cost_usd
+            )
         except BaseException as exc:
-            error = await self._fail(row, exc, t0)
+            error = await self._fail(row, exc, t0, adm)
             if error is exc:
                 raise
             raise error from exc
@@ -194,37 +232,48 @@ class Gateway:
             "started_at": now,
             "ended_at": now,
             "logged_at": now,
-            "tenant_id": req.tenant_id,
-            "feature_id": req.feature_id,
-            "action_id": req.action_id,
-            "job_id": req.job_id,
-            "prompt_name": req.prompt_name,
+            # Cut to the column sizes so even a rejected overlong id is logged, not lost.
+            "tenant_id": str(req.tenant_id)[:64],
+            "feature_id": str(req.feature_id)[:64],
+            "action_id": req.action_id[:100] if req.action_id else None,
+            "job_id": req.job_id[:40] if req.job_id else None,
+            "prompt_name": req.prompt_name[:100] if req.prompt_name else None,
             "prompt_version": req.prompt_version,
-            "model_group": req.model_group,
+            "model_group": str(req.model_group)[:100],
             "status": "started",
-            "request_text": (
-                json.dumps(req.messages, ensure_ascii=False) if self.log_text else None
-            ),
             "trace_id": _trace_id(),
         }
 
-    def _validate(self, req: ChatRequest) -> None:
-        if not req.tenant_id or not req.feature_id:
-            raise ValidationError("tenant_id and feature_id are required")
-        if req.model_group not in self.config.model_groups:
-            known = ", ".join(sorted(self.config.model_groups))
-            raise ValidationError(f"unknown model group {req.model_group!r} (known: {known})")
-        if not req.messages:
-            raise ValidationError("messages must not be empty")
-        if req.max_tokens is not None and req.max_tokens <= 0:
-            raise ValidationError("max_tokens must be positive")
+    async def _admit(self, req: ChatRequest, row: dict[str, Any]) -> Admission:
+        """Validate, redact, measure and hold; the row gets the redacted text only."""
+        admitter = self.admitter
+        admitter.validate(
+            req.tenant_id, req.feature_id, req.model_group, req.messages, req.max_tokens
+        )
+        adm = admitter.redact(req.tenant_id, req.feature_id, req.messages)
+        if adm.redaction is not None:
+            row["redactions"] = adm.redaction.total
+        if self.log_text:
+            row["request_text"] = json.dumps(adm.messages, ensure_ascii=False)
+        admitter.measure(adm, req.model_group, req.max_tokens)
+        await admitter.hold(
+            adm,
+            request_id=row["request_id"],
+            tenant_id=req.tenant_id,
+            feature_id=req.feature_id,
+            group=req.model_group,
+            at=row["started_at"],
+        )
+        return adm
 
-    def _call_args(self, req: ChatRequest, row: dict[str, Any], *, stream: bool) -> dict[str, Any]:
+    def _call_args(
+        self, req: ChatRequest, adm: Admission, row: dict[str, Any], *, stream: bool
+    ) -> dict[str, Any]:
         self._attempts.begin(row["request_id"])
         args: dict[str, Any] = {
             **req.params,
             "model": req.model_group,
-            "messages": req.messages,
+            "messages": adm.messages,
             "metadata": {
                 "tenant_id": req.tenant_id,
                 "feature_id": req.feature_id,
@@ -285,10 +334,23 @@ class Gateway:
             fallbacks_used=row["fallbacks_used"],
         )
 
-    async def _fail(self, row: dict[str, Any], exc: BaseException, t0: float) -> BaseException:
-        """Record a failed call; return the error to raise in its place."""
+    async def _fail(
+        self, row: dict[str, Any], exc: BaseException, t0: float, adm: Admission | None
+    ) -> BaseException:
+        """Record a failed call, give back its holds; return the error to raise instead."""
         error: BaseException
-        if isinstance(exc, PricingError):
+        if adm is not None:
+            if isinstance(exc, PricingError) and row["deployment_id"] is not None:
+                # Served but unpriceable: keep the worst-case hold as spend, never $0.
+                reservation = adm.reservation
+                if reservation is not None and reservation.cap_ids:
+                    await self.admitter.settle(adm, tokens=0, cost=reservation.amount_usd)
+            else:
+                await self.admitter.release(adm)
+        if isinstance(exc, PricingError) and row["deployment_id"] is None:
+            # Refused before the call: no price in force for a model it could reach.
+            row["status"], row["error_class"], error = "rejected", "pricing", exc
+        elif isinstance(exc, PricingError):
             # The provider answered (and will bill us); the row keeps its tokens, flagged.
             row["status"], row["error_class"], error = "unpriced", "pricing", exc
         elif isinstance(exc, ValidationError):
@@ -329,5 +391,6 @@ class Gateway:
         await self.log.flush()
 
     async def aclose(self) -> None:
-        """Flush the request log and stop its writer (call on shutdown)."""
+        """Flush the request log, stop its writer and close the rate limiter."""
         await self.log.aclose()
+        await self.limiter.aclose()
