@@ -48,24 +48,29 @@ class ItemOutcome(BaseModel):
     reused: bool = False
 
 
-def completed_items(engine: Engine, item_ids: list[str]) -> dict[str, ItemOutcome]:
-    """Items that already have a successful call in the request log, by item id."""
-    if not item_ids:
+def completed_items(engine: Engine, items: list[BatchItem]) -> dict[str, ItemOutcome]:
+    """Items that already have a successful call in the request log for the same tenant.
+
+    A reused outcome's text is the logged one: redacted, placeholders and all.
+    """
+    tenant_of = {item.item_id: item.tenant_id for item in items}
+    if not tenant_of:
         return {}
     stmt = select(
         col(RequestLog.action_id),
+        col(RequestLog.tenant_id),
         col(RequestLog.request_id),
         col(RequestLog.response_text),
         col(RequestLog.cost_usd),
-    ).where(col(RequestLog.action_id).in_(item_ids), col(RequestLog.status) == "ok")
+    ).where(col(RequestLog.action_id).in_(list(tenant_of)), col(RequestLog.status) == "ok")
     with engine.connect() as conn:
         rows = conn.execute(stmt).all()
     return {
         action: ItemOutcome(
             item_id=action, status="ok", request_id=rid, text=text, cost_usd=cost, reused=True
         )
-        for action, rid, text, cost in rows
-        if action is not None
+        for action, tenant, rid, text, cost in rows
+        if action is not None and tenant_of.get(action) == tenant
     }
 
 
@@ -108,7 +113,7 @@ async def run_items(
     ids = [item.item_id for item in items]
     if len(set(ids)) != len(ids):
         raise ValidationError("item_id values must be unique within a batch")
-    done = await asyncio.to_thread(completed_items, gateway.log.engine, ids)
+    done = await asyncio.to_thread(completed_items, gateway.log.engine, items)
     sem = asyncio.Semaphore(max(1, concurrency))
     todo = [item for item in items if item.item_id not in done]
     fresh = await asyncio.gather(*(_run_one(gateway, item, sem) for item in todo))

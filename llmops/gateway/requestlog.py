@@ -76,16 +76,27 @@ class RequestLogWriter:
             batch = [await queue.get()]
             while len(batch) < self.max_batch and not queue.empty():
                 batch.append(queue.get_nowait())
-            error: BaseException | None = None
-            try:
-                await asyncio.to_thread(self.write_now, [row for row, _ in batch])
-            except Exception as exc:
-                error = exc
-                log.error("request_log: failed to write %d rows: %s", len(batch), exc)
-            for _, future in batch:
+            errors = await asyncio.to_thread(self._write_batch, [row for row, _ in batch])
+            for (_, future), error in zip(batch, errors, strict=True):
                 if future is not None and not future.done():
                     if error is None:
                         future.set_result(None)
                     else:
                         future.set_exception(error)
                 queue.task_done()
+
+    def _write_batch(self, rows: list[dict[str, Any]]) -> list[Exception | None]:
+        """Write ``rows`` in one transaction; if that fails, each row on its own, so that a
+        row the database refuses fails only its own caller."""
+        with contextlib.suppress(Exception):
+            self.write_now(rows)
+            return [None] * len(rows)
+        results: list[Exception | None] = []
+        for row in rows:
+            try:
+                self.write_now([row])
+                results.append(None)
+            except Exception as exc:
+                log.error("request_log: row %s not written: %s", row.get("request_id"), exc)
+                results.append(exc)
+        return results
