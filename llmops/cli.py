@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from llmops.cli_caps import caps_app
+from llmops.cli_gateway import gateway_app, tenants_app
 from llmops.errors import LLMOpsError
 
 app = typer.Typer(
@@ -23,6 +24,8 @@ app = typer.Typer(
 sim_app = typer.Typer(help="The provider simulator (an OpenAI-compatible test server).")
 app.add_typer(sim_app, name="sim")
 app.add_typer(caps_app, name="caps")
+app.add_typer(tenants_app, name="tenants")
+app.add_typer(gateway_app, name="gateway")
 
 
 def _fail(message: str) -> typer.Exit:

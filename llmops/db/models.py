@@ -183,6 +183,7 @@ class RequestLog(SQLModel, table=True):
     fallbacks_used: int = Field(default=0)
     deployments_tried: list[str] | None = _json()
     cache_hit: bool = Field(default=False)
+    degraded: str | None = Field(default=None, max_length=16)
     stream: bool = Field(default=False)
     status: str = Field(max_length=16)
     error_class: str | None = Field(default=None, max_length=50)

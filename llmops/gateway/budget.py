@@ -166,6 +166,17 @@ class BudgetManager:
             for row in self._store.caps_in_windows(starts)
         ]
 
+    def soft_cap_used_pct(self, tenant_id: str, feature_id: str) -> Decimal:
+        """The highest share (in %) of a soft cap already spent among the caps that apply
+        to this request; 0, with no query, when no cap applies."""
+        caps = {cap.id for cap in self._caps.applicable(tenant_id, feature_id)}
+        if not caps:
+            return ZERO
+        return max(
+            (c.used_pct for c in self.list_caps() if c.id in caps and c.mode == "soft"),
+            default=ZERO,
+        )
+
     def invalidate_caps(self) -> None:
         """Forget the cached cap list; the next request reads it again."""
         self._caps.invalidate()

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, field_validator, model_validator
 
@@ -129,6 +129,46 @@ class PriceEntry(BaseModel):
         )
 
 
+class CachePolicy(BaseModel):
+    """Exact-match response cache for one feature (off unless turned on)."""
+
+    model_config = _STRICT
+
+    enabled: bool = False
+    ttl_s: PositiveFloat = 3600.0
+
+
+class DegradePolicy(BaseModel):
+    """What a feature gets when every deployment failed or a hard cap is reached, and
+    where it goes once a soft cap passes a threshold."""
+
+    model_config = _STRICT
+
+    on_failure: Literal["error", "stale", "static"] = "error"
+    stale_max_age_s: PositiveFloat = 86400.0
+    static_response: str | None = None
+    soft_cap_model_group: str | None = None
+    soft_cap_threshold_pct: int = Field(default=80, ge=1, le=100)
+
+    @model_validator(mode="after")
+    def _static_needs_text(self) -> DegradePolicy:
+        if self.on_failure == "static" and not self.static_response:
+            raise ValueError("on_failure: static needs a static_response")
+        return self
+
+
+class FeaturePolicy(BaseModel):
+    """Per-feature gateway behaviour."""
+
+    model_config = _STRICT
+
+    cache: CachePolicy = Field(default_factory=CachePolicy)
+    degrade: DegradePolicy = Field(default_factory=DegradePolicy)
+
+
+_DEFAULT_FEATURE = FeaturePolicy()
+
+
 class GatewaySettings(BaseModel):
     """Defaults for every model group."""
 
@@ -182,6 +222,7 @@ class GatewayConfig(BaseModel):
     prices: list[PriceEntry] = Field(default_factory=list)
     rate_limits: RateLimitConfig = Field(default_factory=RateLimitConfig)
     redaction: RedactionConfig = Field(default_factory=RedactionConfig)
+    features: dict[str, FeaturePolicy] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _cross_check(self) -> GatewayConfig:
@@ -205,6 +246,13 @@ class GatewayConfig(BaseModel):
                         raise ValueError(f"{where}: unknown model group {fallback!r}")
                     if fallback == group_name:
                         raise ValueError(f"{where}: a group cannot fall back to itself")
+        for feature_id, feature in self.features.items():
+            cheaper = feature.degrade.soft_cap_model_group
+            if cheaper is not None and cheaper not in self.model_groups:
+                raise ValueError(
+                    f"features.{feature_id}.degrade.soft_cap_model_group: "
+                    f"unknown model group {cheaper!r}"
+                )
         for kind in _FALLBACK_KINDS:
             graph = {name: list(getattr(g, kind)) for name, g in self.model_groups.items()}
             cycle = _find_cycle(graph)
@@ -213,6 +261,10 @@ class GatewayConfig(BaseModel):
                     f"model_groups.{cycle[0]}.{kind}: fallback cycle {' -> '.join(cycle)}"
                 )
         return self
+
+    def feature(self, feature_id: str) -> FeaturePolicy:
+        """The feature's policy, or the defaults (no cache, plain errors)."""
+        return self.features.get(feature_id, _DEFAULT_FEATURE)
 
     def price_book(self) -> PriceBook:
         return PriceBook([p.to_price() for p in self.prices])

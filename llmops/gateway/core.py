@@ -9,6 +9,7 @@ log see only redacted text; the caller gets the original values back in the answ
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
 from collections.abc import AsyncIterator, Callable
@@ -21,11 +22,19 @@ from pydantic_core import PydanticUndefined
 from sqlalchemy import Engine
 
 from llmops.db.models import RequestLog
-from llmops.errors import GatewayError, PricingError, ValidationError
+from llmops.errors import (
+    BudgetExceeded,
+    GatewayError,
+    PricingError,
+    RateLimited,
+    RetryableError,
+    ValidationError,
+)
 from llmops.gateway.admission import Admission, Admitter
 from llmops.gateway.attempts import METADATA_KEY, tracker
 from llmops.gateway.budget import BudgetManager
-from llmops.gateway.config import GatewayConfig
+from llmops.gateway.cache import CachedAnswer, ResponseCache, cache_key, make_cache
+from llmops.gateway.config import FeaturePolicy, GatewayConfig
 from llmops.gateway.pricebook import Usage
 from llmops.gateway.ratelimit_core import RateLimiter
 from llmops.gateway.requestlog import RequestLogWriter
@@ -68,6 +77,9 @@ class ChatResult:
     attempts: int
     fallbacks_used: int
     response: Any = field(repr=False, default=None)  # LiteLLM's ModelResponse
+    cache_hit: bool = False
+    degraded: str | None = None  # "stale" or "static": not a fresh answer
+    stale_age_s: float | None = None
 
 
 def _trace_id() -> str:
@@ -89,6 +101,16 @@ _ROW_DEFAULTS: dict[str, Any] = {
     for name, info in RequestLog.model_fields.items()
     if name != "id" and info.default is not PydanticUndefined
 }
+
+
+def _degradable(exc: BaseException) -> bool:
+    """Failures a degradation policy may answer: every deployment failed, or a hard cap."""
+    if isinstance(exc, BudgetExceeded):
+        return True
+    if isinstance(exc, RateLimited):
+        return False
+    mapped = exc if isinstance(exc, GatewayError) else translate_error(exc)
+    return isinstance(mapped, RetryableError)
 
 
 def _usage(raw: Any) -> Usage:
@@ -115,6 +137,7 @@ class Gateway:
         router: Any | None = None,
         limiter: RateLimiter | None = None,
         budgets: BudgetManager | None = None,
+        cache: ResponseCache | None = None,
         default_max_tokens: int = 1024,
         redaction_hash_key: str | None = None,
         log_text: bool = True,
@@ -128,6 +151,7 @@ class Gateway:
         self.router = router if router is not None else build_router(config)
         self.limiter = limiter if limiter is not None else DbRateLimiter(engine)
         self.budgets = budgets if budgets is not None else BudgetManager(engine, clock=clock)
+        self.cache = cache if cache is not None else make_cache(None)
         self.admitter = Admitter(
             config,
             limiter=self.limiter,
@@ -147,14 +171,26 @@ class Gateway:
     # -- public API -------------------------------------------------------------------
 
     async def chat(self, req: ChatRequest) -> ChatResult:
-        """One non-streaming completion; raises a :class:`GatewayError` subclass on failure."""
+        """One non-streaming completion; raises a :class:`GatewayError` subclass on failure.
+
+        A feature with the cache on is answered from it when it can; a feature with a
+        degradation policy gets a stale or static answer instead of an upstream error.
+        """
         row = self._start(req)
         t0 = time.perf_counter()
         adm: Admission | None = None
+        policy = self.config.feature(req.feature_id)
+        key: str | None = None
         try:
-            adm = await self._admit(req, row)
-            args = self._call_args(req, adm, row, stream=False)
-            response = await self.router.acompletion(**args)
+            req = await self._maybe_downgrade(req, row, policy)
+            adm = self._prepare(req, row)
+            key = self._cache_key(req, adm, policy)
+            if key is not None and policy.cache.enabled:
+                hit = await self.cache.get(key)
+                if hit is not None and hit.age_s(time.time()) <= policy.cache.ttl_s:
+                    return await self._answer_from(row, adm, hit, t0, degraded=None)
+            await self._hold(req, adm, row)
+            response = await self.router.acompletion(**self._call_args(req, adm, row, stream=False))
             choice = response.choices[0]
             text = choice.message.content or ""
             usage = _usage(response.usage)
@@ -164,11 +200,27 @@ class Gateway:
             await self.admitter.settle(
                 adm, tokens=usage.input_tokens + usage.output_tokens, cost=result.cost_usd
             )
+            if key is not None:
+                answer = CachedAnswer(
+                    text,
+                    choice.finish_reason,
+                    row["model"],
+                    row["deployment_id"],
+                    usage.input_tokens,
+                    usage.output_tokens,
+                    time.time(),
+                )
+                retain = max(policy.cache.ttl_s, policy.degrade.stale_max_age_s)
+                await self.cache.set(key, answer, retain)
             if adm.redaction is not None:
                 result.text = adm.restore(text)
                 choice.message.content = result.text
             result.response = response
         except BaseException as exc:
+            if adm is not None and policy.degrade.on_failure != "error" and _degradable(exc):
+                served = await self._degrade(row, adm, key, policy, exc, t0)
+                if served is not None:
+                    return served
             error = await self._fail(row, exc, t0, adm)
             if error is exc:
                 raise
@@ -183,7 +235,8 @@ class Gateway:
         t0 = time.perf_counter()
         adm: Admission | None = None
         try:
-            adm = await self._admit(req, row)
+            adm = self._prepare(req, row)
+            await self._hold(req, adm, row)
             args = self._call_args(req, adm, row, stream=True)
             stream = await self.router.acompletion(**args)
             restorer = adm.redaction.stream_restorer() if adm.redaction is not None else None
@@ -244,8 +297,23 @@ class Gateway:
             "trace_id": _trace_id(),
         }
 
-    async def _admit(self, req: ChatRequest, row: dict[str, Any]) -> Admission:
-        """Validate, redact, measure and hold; the row gets the redacted text only."""
+    async def _maybe_downgrade(
+        self, req: ChatRequest, row: dict[str, Any], policy: FeaturePolicy
+    ) -> ChatRequest:
+        """Past the feature's soft-cap threshold, route it to its cheaper model group."""
+        cheaper = policy.degrade.soft_cap_model_group
+        if cheaper is None or cheaper == req.model_group or not req.tenant_id:
+            return req
+        used = await asyncio.to_thread(
+            self.budgets.soft_cap_used_pct, req.tenant_id, req.feature_id
+        )
+        if used < policy.degrade.soft_cap_threshold_pct:
+            return req
+        row["model_group"], row["degraded"] = cheaper, "downgraded"
+        return dataclasses.replace(req, model_group=cheaper)
+
+    def _prepare(self, req: ChatRequest, row: dict[str, Any]) -> Admission:
+        """Validate, redact and measure (no I/O); the row gets the redacted text only."""
         admitter = self.admitter
         admitter.validate(
             req.tenant_id, req.feature_id, req.model_group, req.messages, req.max_tokens
@@ -256,7 +324,11 @@ class Gateway:
         if self.log_text:
             row["request_text"] = json.dumps(adm.messages, ensure_ascii=False)
         admitter.measure(adm, req.model_group, req.max_tokens)
-        await admitter.hold(
+        return adm
+
+    async def _hold(self, req: ChatRequest, adm: Admission, row: dict[str, Any]) -> None:
+        """Take the rate limits and the worst-case spend-cap holds."""
+        await self.admitter.hold(
             adm,
             request_id=row["request_id"],
             tenant_id=req.tenant_id,
@@ -264,7 +336,99 @@ class Gateway:
             group=req.model_group,
             at=row["started_at"],
         )
-        return adm
+
+    def _cache_key(self, req: ChatRequest, adm: Admission, policy: FeaturePolicy) -> str | None:
+        if not policy.cache.enabled and policy.degrade.on_failure != "stale":
+            return None
+        params = {**req.params, "max_tokens": req.max_tokens, "temperature": req.temperature}
+        return cache_key(req.tenant_id, req.model_group, adm.messages, params)
+
+    async def _answer_from(
+        self,
+        row: dict[str, Any],
+        adm: Admission,
+        answer: CachedAnswer,
+        t0: float,
+        *,
+        degraded: str | None,
+    ) -> ChatResult:
+        """A result (and its row) from a stored answer: no provider call, no cost."""
+        import litellm
+
+        text = adm.restore(answer.text)
+        if degraded is None:
+            row["status"], row["cache_hit"] = "ok", True
+        else:
+            row["status"], row["degraded"] = "degraded", degraded
+        row["model"], row["deployment_id"] = answer.model, answer.deployment_id
+        row["input_tokens"], row["output_tokens"] = answer.input_tokens, answer.output_tokens
+        row["response_text"] = answer.text if self.log_text else None
+        row["latency_ms"] = int((time.perf_counter() - t0) * 1000)
+        row["ended_at"] = self.clock()
+        await self._write(row)
+        response = litellm.ModelResponse(
+            id=row["request_id"],
+            model=answer.model or row["model_group"],
+            choices=[
+                {
+                    "index": 0,
+                    "finish_reason": answer.finish_reason or "stop",
+                    "message": {"role": "assistant", "content": text},
+                }
+            ],
+            usage={
+                "prompt_tokens": answer.input_tokens,
+                "completion_tokens": answer.output_tokens,
+                "total_tokens": answer.input_tokens + answer.output_tokens,
+            },
+        )
+        return ChatResult(
+            request_id=row["request_id"],
+            text=text,
+            finish_reason=answer.finish_reason,
+            model_group=row["model_group"],
+            deployment_id=answer.deployment_id,
+            model=answer.model,
+            usage=Usage(answer.input_tokens, answer.output_tokens),
+            cost_usd=Decimal(0),
+            price_version=None,
+            latency_ms=row["latency_ms"],
+            ttft_ms=None,
+            attempts=row["attempts"],
+            fallbacks_used=row["fallbacks_used"],
+            response=response,
+            cache_hit=degraded is None,
+            degraded=degraded,
+            stale_age_s=answer.age_s(time.time()) if degraded == "stale" else None,
+        )
+
+    async def _degrade(
+        self,
+        row: dict[str, Any],
+        adm: Admission,
+        key: str | None,
+        policy: FeaturePolicy,
+        exc: BaseException,
+        t0: float,
+    ) -> ChatResult | None:
+        """A stale or static answer in place of an upstream failure or a hard cap, or None."""
+        degrade = policy.degrade
+        answer: CachedAnswer | None = None
+        if degrade.on_failure == "stale" and key is not None:
+            answer = await self.cache.get(key)
+            if answer is not None and answer.age_s(time.time()) > degrade.stale_max_age_s:
+                answer = None
+        elif degrade.on_failure == "static" and degrade.static_response:
+            answer = CachedAnswer(degrade.static_response, "stop", None, None, 0, 0, time.time())
+        if answer is None:
+            return None
+        await self.admitter.release(adm)
+        self._record_attempts(row, final=None)
+        mapped = exc if isinstance(exc, GatewayError) else translate_error(exc)
+        row["error_class"] = mapped.error_class if mapped is not None else "error"
+        row["error_message"] = str(exc).split("\n", 1)[0][:1000]
+        kind = "stale" if degrade.on_failure == "stale" else "static"
+        return await self._answer_from(row, adm, answer, t0, degraded=kind)
 
     def _call_args(
         self, req: ChatRequest, adm: Admission, row: dict[str, Any], *, stream: bool
@@ -332,6 +496,7 @@ class Gateway:
             ttft_ms=ttft_ms,
             attempts=row["attempts"],
             fallbacks_used=row["fallbacks_used"],
+            degraded=row["degraded"],
         )
 
     async def _fail(
@@ -394,3 +559,4 @@ class Gateway:
         """Flush the request log, stop its writer and close the rate limiter."""
         await self.log.aclose()
         await self.limiter.aclose()
+        await self.cache.aclose()

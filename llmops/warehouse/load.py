@@ -45,6 +45,7 @@ REQUEST_LOG_COLUMNS: list[tuple[str, pa.DataType, str]] = [
     ("fallbacks_used", pa.int32(), "INTEGER"),
     ("deployments_tried", pa.list_(pa.string()), "VARCHAR[]"),
     ("cache_hit", pa.bool_(), "BOOLEAN"),
+    ("degraded", pa.string(), "VARCHAR"),
     ("stream", pa.bool_(), "BOOLEAN"),
     ("status", pa.string(), "VARCHAR"),
     ("error_class", pa.string(), "VARCHAR"),

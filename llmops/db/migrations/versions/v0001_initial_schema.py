@@ -141,6 +141,7 @@ def upgrade() -> None:
         sa.Column("fallbacks_used", sa.Integer(), nullable=False),
         sa.Column("deployments_tried", sa.JSON(), nullable=True),
         sa.Column("cache_hit", sa.Boolean(), nullable=False),
+        sa.Column("degraded", sa.String(length=16), nullable=True),
         sa.Column("stream", sa.Boolean(), nullable=False),
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("error_class", sa.String(length=50), nullable=True),

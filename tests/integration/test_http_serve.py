@@ -1,0 +1,122 @@
+"""``llmops gateway serve`` in a subprocess: configured from the environment like a deployment."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+import yaml
+
+from llmops.sim import SimConfig, SimServer
+
+REPO = Path(__file__).resolve().parents[2]
+LLMOPS = Path(sys.executable).parent / "llmops"  # the console script users run
+
+
+@pytest.fixture
+def sim() -> Iterator[SimServer]:
+    zero = {"ttft_ms": 0, "tokens_per_s": 0}
+    with SimServer(SimConfig.model_validate({"seed": 1, "default": zero})) as server:
+        yield server
+
+
+@pytest.fixture
+def user_env(tmp_path: Path, sim: SimServer) -> dict[str, str]:
+    config = {
+        "settings": {"timeout_s": 10, "num_retries": 0},
+        "model_groups": {
+            "fast": {
+                "deployments": [
+                    {
+                        "id": "sim-mini",
+                        "model": "openai/gpt-4o-mini",
+                        "api_base": sim.base_url,
+                        "api_key": "sk-sim",
+                    }
+                ]
+            }
+        },
+        "prices": [
+            {"model": "openai/gpt-4o-mini", "input_per_mtok": "0.15", "output_per_mtok": "0.6"}
+        ],
+    }
+    (tmp_path / "gateway.yaml").write_text(yaml.safe_dump(config))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LLMOPS_", "PREFECT_"))}
+    env["LLMOPS_DATA_DIR"] = str(tmp_path / "data")
+    env["LLMOPS_GATEWAY_CONFIG"] = str(tmp_path / "gateway.yaml")
+    return env
+
+
+def llmops(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(LLMOPS), *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_serve_answers_openai_clients_until_interrupted(user_env: dict[str, str]) -> None:
+    assert llmops(user_env, "init").returncode == 0
+    created = llmops(user_env, "tenants", "create", "Acme", "--id", "acme")
+    (key,) = re.findall(r"llm_[A-Za-z0-9_-]{40}", created.stdout)
+    port = free_port()
+    server = subprocess.Popen(
+        [str(LLMOPS), "gateway", "serve", "--port", str(port)],
+        cwd=REPO,
+        env=user_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90  # LiteLLM's import takes seconds
+        while True:
+            assert server.poll() is None, server.communicate()[0]
+            assert time.monotonic() < deadline, "gateway did not come up"
+            try:
+                if httpx.get(f"{base_url}/healthz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        llm = openai.OpenAI(
+            base_url=f"{base_url}/v1",
+            api_key=key,
+            default_headers={"X-LLMOps-Feature": "smoke"},
+            max_retries=0,
+        )
+        answer = llm.chat.completions.create(
+            model="fast", messages=[{"role": "user", "content": "hello"}]
+        )
+        assert answer.choices[0].message.content
+    finally:
+        server.send_signal(signal.SIGINT)
+        output, _ = server.communicate(timeout=30)
+    assert server.returncode == 0, output
+
+
+def test_serve_refuses_to_start_on_an_uninitialized_database(user_env: dict[str, str]) -> None:
+    result = llmops(user_env, "gateway", "serve", "--port", str(free_port()))
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "llmops init" in lines[0]
