@@ -90,10 +90,16 @@ async def _run_one(gateway: Gateway, item: BatchItem, sem: asyncio.Semaphore) ->
         try:
             result = await gateway.chat(req)
         except (GatewayError, PricingError, ValidationError) as exc:
+            if isinstance(exc, GatewayError):
+                error_class = exc.error_class
+            elif isinstance(exc, PricingError):
+                error_class = "pricing"  # as on the request_log row
+            else:
+                error_class = "validation"
             return ItemOutcome(
                 item_id=item.item_id,
                 status="failed",
-                error_class=getattr(exc, "error_class", "validation"),
+                error_class=error_class,
                 error=str(exc)[:500],
                 retryable=is_retryable(exc),
             )
