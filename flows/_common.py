@@ -9,9 +9,7 @@ from sqlalchemy import Engine
 
 from llmops.db.engine import make_engine
 from llmops.errors import is_retryable
-from llmops.gateway.config import load_gateway_config
 from llmops.gateway.core import Gateway
-from llmops.gateway.ratelimit import make_rate_limiter
 from llmops.settings import Settings, apply_offline_defaults, get_settings
 
 
@@ -31,16 +29,7 @@ def ops_engine(url: str) -> Engine:
 def gateway() -> Gateway:
     """A gateway built from the current settings and ``config/gateway.yaml``."""
     current = settings()
-    engine = ops_engine(current.resolved_database_url)
-    hash_key = current.redaction_hash_key
-    return Gateway(
-        load_gateway_config(current.gateway_config),
-        engine,
-        limiter=make_rate_limiter(current.redis_url, engine),
-        default_max_tokens=current.default_max_tokens,
-        redaction_hash_key=hash_key.get_secret_value() if hash_key else None,
-        log_text=current.log_text,
-    )
+    return Gateway.from_settings(current, ops_engine(current.resolved_database_url))
 
 
 async def retry_if_retryable(task: Any, task_run: Any, state: Any) -> bool:

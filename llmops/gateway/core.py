@@ -40,6 +40,7 @@ from llmops.gateway.ratelimit_core import RateLimiter
 from llmops.gateway.requestlog import RequestLogWriter
 from llmops.gateway.router import build_router, translate_error
 from llmops.ids import new_id, new_trace_id, utcnow
+from llmops.settings import Settings
 
 
 @dataclass
@@ -167,6 +168,24 @@ class Gateway:
         self.log_text = log_text
         self.wait_for_log = wait_for_log
         self.clock = clock
+
+    @classmethod
+    def from_settings(cls, settings: Settings, engine: Engine) -> Gateway:
+        """The gateway the settings describe: config file, shared rate limits (Redis or the
+        ops DB), response cache (Redis or in-process), redaction key, log options."""
+        from llmops.gateway.config import load_gateway_config
+        from llmops.gateway.ratelimit import make_rate_limiter
+
+        hash_key = settings.redaction_hash_key
+        return cls(
+            load_gateway_config(settings.gateway_config),
+            engine,
+            limiter=make_rate_limiter(settings.redis_url, engine),
+            cache=make_cache(settings.redis_url),
+            default_max_tokens=settings.default_max_tokens,
+            redaction_hash_key=hash_key.get_secret_value() if hash_key else None,
+            log_text=settings.log_text,
+        )
 
     # -- public API -------------------------------------------------------------------
 

@@ -154,24 +154,13 @@ def create_app(
 def create_app_from_settings(settings: Settings | None = None) -> FastAPI:
     """The app for the configured gateway file and ops DB (``llmops gateway serve``)."""
     from llmops.db.engine import engine_from_settings
-    from llmops.gateway.config import load_gateway_config
     from llmops.gateway.core import Gateway
-    from llmops.gateway.ratelimit import make_rate_limiter
     from llmops.settings import apply_offline_env, get_settings
 
     settings = settings or get_settings()
     apply_offline_env()  # before the Router imports LiteLLM
-    config = load_gateway_config(settings.gateway_config)
     engine = engine_from_settings(settings)
-    hash_key = settings.redaction_hash_key
-    gateway = Gateway(
-        config,
-        engine,
-        limiter=make_rate_limiter(settings.redis_url, engine),
-        default_max_tokens=settings.default_max_tokens,
-        redaction_hash_key=hash_key.get_secret_value() if hash_key else None,
-        log_text=settings.log_text,
-    )
+    gateway = Gateway.from_settings(settings, engine)
     return create_app(gateway, engine, owns_gateway=True)
 
 
