@@ -19,14 +19,19 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from sqlalchemy import Engine, make_url
 
 from llmops.db.engine import check_connection, make_engine
 from llmops.db.migrate import upgrade
+
+if TYPE_CHECKING:
+    from llmops.gateway.config import GatewayConfig
+    from llmops.gateway.core import Gateway
 
 POSTGRES_ENV = "LLMOPS_TEST_DATABASE_URL"
 
@@ -92,3 +97,21 @@ def db_engine(migrated_db_url: str) -> Iterator[Engine]:
     engine = make_engine(migrated_db_url)
     yield engine
     engine.dispose()
+
+
+@pytest.fixture
+async def make_gateway(db_engine: Engine) -> AsyncIterator[Callable[..., Gateway]]:
+    """A factory of gateways on this test's database; their request-log writers, rate
+    limiters and caches are closed after the test."""
+    from llmops.gateway.core import Gateway
+
+    made: list[Gateway] = []
+
+    def make(config: GatewayConfig, **options: Any) -> Gateway:
+        gateway = Gateway(config, db_engine, **options)
+        made.append(gateway)
+        return gateway
+
+    yield make
+    for gateway in made:
+        await gateway.aclose()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -55,21 +55,6 @@ def gateway_config(base_url: str) -> GatewayConfig:
 def sim() -> Iterator[SimServer]:
     with SimServer(SimConfig.model_validate({"seed": 5, "models": SIM_MODELS})) as server:
         yield server
-
-
-@pytest.fixture
-async def make_gateway(db_engine: Engine) -> AsyncIterator[Callable[..., Gateway]]:
-    """Gateways on this test's database; their request-log writers are closed after."""
-    made: list[Gateway] = []
-
-    def make(config: GatewayConfig, **options: Any) -> Gateway:
-        gateway = Gateway(config, db_engine, **options)
-        made.append(gateway)
-        return gateway
-
-    yield make
-    for gateway in made:
-        await gateway.aclose()
 
 
 @pytest.fixture

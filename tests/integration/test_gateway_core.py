@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import aclosing
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -87,21 +87,6 @@ def gateway_config(base_url: str, *, num_retries: int = 0, **groups: Any) -> Gat
 def sim() -> Iterator[SimServer]:
     with SimServer(SimConfig.model_validate({"seed": 3, "models": SIM_MODELS})) as server:
         yield server
-
-
-@pytest.fixture
-async def make_gateway(db_engine: Engine) -> AsyncIterator[Callable[..., Gateway]]:
-    """Gateways on this test's database; their request-log writers are closed after."""
-    made: list[Gateway] = []
-
-    def make(config: GatewayConfig, **options: Any) -> Gateway:
-        gateway = Gateway(config, db_engine, **options)
-        made.append(gateway)
-        return gateway
-
-    yield make
-    for gateway in made:
-        await gateway.aclose()
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@ and the soft-cap downgrade to a cheaper model group."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -44,20 +44,6 @@ def _config(sim: SimServer, features: dict[str, Any]) -> GatewayConfig:
             "features": features,
         }
     )
-
-
-@pytest.fixture
-async def make_gateway(db_engine: Engine) -> AsyncIterator[Any]:
-    made: list[Gateway] = []
-
-    def make(config: GatewayConfig) -> Gateway:
-        gw = Gateway(config, db_engine)
-        made.append(gw)
-        return gw
-
-    yield make
-    for gw in made:
-        await gw.aclose()
 
 
 def _req(feature: str, text: str = "Summarize ticket 42 for dana@example.com") -> ChatRequest:
