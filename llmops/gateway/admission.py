@@ -9,6 +9,7 @@ books the actual tokens and cost; after a failure, :meth:`release` gives everyth
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -131,13 +132,23 @@ class Admitter:
         rules = self.config.rate_limits.rules_for(tenant_id, feature_id)
         adm.permit = await self.limiter.acquire(rules, tokens=adm.input_tokens + adm.max_tokens)
         amount = self.worst_case(group, adm.input_tokens, adm.max_tokens, at)
-        adm.reservation = await asyncio.to_thread(
-            self.budgets.reserve,
-            request_id=request_id,
-            tenant_id=tenant_id,
-            feature_id=feature_id,
-            amount_usd=amount,
+        reserving = asyncio.ensure_future(
+            asyncio.to_thread(
+                self.budgets.reserve,
+                request_id=request_id,
+                tenant_id=tenant_id,
+                feature_id=feature_id,
+                amount_usd=amount,
+            )
         )
+        try:
+            adm.reservation = await asyncio.shield(reserving)
+        except asyncio.CancelledError:
+            # The worker thread commits the hold even though the caller gave up: wait for
+            # it, so the failure path releases it instead of leaving it until it expires.
+            with contextlib.suppress(Exception):
+                adm.reservation = await reserving
+            raise
 
     async def settle(self, adm: Admission, *, tokens: int, cost: Decimal) -> None:
         """Book the actual tokens and cost of a call that returned."""

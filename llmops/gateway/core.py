@@ -563,8 +563,10 @@ class Gateway:
             tried.append(final)
         row["attempts"] = len(tried)
         row["deployments_tried"] = tried or None
-        groups = {self._group_of.get(d, d) for d in tried}
-        row["fallbacks_used"] = max(len(groups) - 1, 0)
+        # The group routed to counts even when the Router skipped it untried (all of its
+        # deployments resting in cooldown): an answer from another group is a fallback.
+        groups = {row["model_group"], *(self._group_of.get(d, d) for d in tried)}
+        row["fallbacks_used"] = len(groups) - 1 if tried else 0
 
     async def _write(self, row: dict[str, Any]) -> None:
         row["logged_at"] = self.clock()

@@ -60,9 +60,13 @@ def build_router(config: GatewayConfig) -> Any:
         num_retries=config.settings.num_retries,
         retry_policy=_retry_policy(default, config.settings.num_retries),
         model_group_retry_policy={
-            n: _retry_policy(g.retries, config.settings.num_retries)
+            n: _retry_policy(
+                g.retries if g.retries is not None else default,
+                config.settings.num_retries,
+                has_fallbacks=bool(g.fallbacks),
+            )
             for n, g in groups
-            if g.retries is not None
+            if g.retries is not None or g.fallbacks
         },
         timeout=config.settings.timeout_s,
         cooldown_time=config.settings.cooldown_s,
@@ -70,7 +74,7 @@ def build_router(config: GatewayConfig) -> Any:
     )
 
 
-def _retry_policy(policy: RetryPolicy, default: int) -> Any:
+def _retry_policy(policy: RetryPolicy, default: int, *, has_fallbacks: bool = False) -> Any:
     """LiteLLM's RetryPolicy for ours: transient classes as configured, the rest never."""
     from litellm.types.router import RetryPolicy as LiteLLMRetryPolicy
 
@@ -83,7 +87,10 @@ def _retry_policy(policy: RetryPolicy, default: int) -> Any:
         InternalServerErrorRetries=server,
         ServiceUnavailableErrorRetries=server,
         TimeoutErrorRetries=pick(policy.timeout),
-        DefaultRetries=pick(policy.connection),
+        # LiteLLM's DefaultRetries also covers its own "no deployments available" error,
+        # raised while every deployment of the group rests in cooldown: a retry then only
+        # sleeps a backoff (the rest lasts cooldown_s). With a fallback, move on at once.
+        DefaultRetries=0 if has_fallbacks else pick(policy.connection),
         BadRequestErrorRetries=0,
         AuthenticationErrorRetries=0,
         ContentPolicyViolationErrorRetries=0,
