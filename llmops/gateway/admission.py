@@ -38,6 +38,9 @@ class Admission:
     permit: Permit | None = None
     reservation: Reservation | None = None
     alerts: list[Any] = field(default_factory=list)
+    #: Set when a stream was abandoned: what it cost so far, to settle instead of release.
+    partial_cost: Decimal | None = None
+    partial_tokens: int = 0
 
     def restore(self, text: str) -> str:
         return self.redaction.restore(text) if self.redaction is not None else text
@@ -200,3 +203,15 @@ def _count_tokens(model: str, messages: list[dict[str, Any]]) -> int:
         return int(litellm.token_counter(model=model, messages=messages))
     except Exception:
         return len(json.dumps(messages, ensure_ascii=False)) // 3 + 1
+
+
+def count_text_tokens(model: str, text: str) -> int:
+    """Tokens of a plain text (e.g. a partial answer) with the model's tokenizer."""
+    import litellm
+
+    if not text:
+        return 0
+    try:
+        return int(litellm.token_counter(model=model, text=text))
+    except Exception:
+        return len(text) // 3 + 1

@@ -104,6 +104,10 @@ _ROW_DEFAULTS: dict[str, Any] = {
 }
 
 
+#: How a caller leaving shows up inside the generator or the task.
+_GONE = (GeneratorExit, asyncio.CancelledError)
+
+
 def _degradable(exc: BaseException) -> bool:
     """Failures a degradation policy may answer: every deployment failed, or a hard cap."""
     if isinstance(exc, BudgetExceeded):
@@ -253,13 +257,14 @@ class Gateway:
         row["stream"] = True
         t0 = time.perf_counter()
         adm: Admission | None = None
+        stream: Any = None
+        parts: list[str] = []
         try:
             adm = self._prepare(req, row)
             await self._hold(req, adm, row)
             args = self._call_args(req, adm, row, stream=True)
             stream = await self.router.acompletion(**args)
             restorer = adm.redaction.stream_restorer() if adm.redaction is not None else None
-            parts: list[str] = []
             raw_usage: Any = None
             finish: str | None = None
             ttft_ms: int | None = None
@@ -288,11 +293,38 @@ class Gateway:
                 adm, tokens=usage.input_tokens + usage.output_tokens, cost=result.cost_usd
             )
         except BaseException as exc:
+            if stream is not None and adm is not None and isinstance(exc, _GONE):
+                # The caller left mid-stream: the provider bills what it generated.
+                self._charge_partial(row, adm, stream, parts)
             error = await self._fail(row, exc, t0, adm)
             if error is exc:
                 raise
             raise error from exc
         await self._write(row)
+
+    def _charge_partial(
+        self, row: dict[str, Any], adm: Admission, stream: Any, parts: list[str]
+    ) -> None:
+        """Price an abandoned stream: the input, and the output streamed so far."""
+        from llmops.gateway.admission import count_text_tokens
+
+        hidden = getattr(stream, "_hidden_params", {}) or {}
+        deployment = self.config.deployment(str(hidden.get("model_id") or ""))
+        if deployment is None:
+            return
+        text = "".join(parts)
+        usage = Usage(adm.input_tokens, count_text_tokens(deployment.model, text))
+        try:
+            cost, version = self.prices.cost(deployment.price_model, usage, row["started_at"])
+        except PricingError:
+            return
+        row["deployment_id"], row["model"] = deployment.id, deployment.model
+        row["provider"] = deployment.provider
+        row["input_tokens"], row["output_tokens"] = usage.input_tokens, usage.output_tokens
+        row["cost_usd"], row["price_version"] = cost, version
+        row["response_text"] = text if self.log_text else None
+        adm.partial_cost = cost
+        adm.partial_tokens = usage.input_tokens + usage.output_tokens
 
     # -- steps ------------------------------------------------------------------------
 
@@ -529,6 +561,8 @@ class Gateway:
                 reservation = adm.reservation
                 if reservation is not None and reservation.cap_ids:
                     await self.admitter.settle(adm, tokens=0, cost=reservation.amount_usd)
+            elif adm.partial_cost is not None:
+                await self.admitter.settle(adm, tokens=adm.partial_tokens, cost=adm.partial_cost)
             else:
                 await self.admitter.release(adm)
         if isinstance(exc, PricingError) and row["deployment_id"] is None:
@@ -549,7 +583,8 @@ class Gateway:
         else:
             row["status"], row["error_class"], error = "error", "internal", exc
         if row["status"] != "unpriced":  # unpriced: the call succeeded, already recorded
-            self._record_attempts(row, final=None)
+            streamed = adm is not None and adm.partial_cost is not None
+            self._record_attempts(row, final=row["deployment_id"] if streamed else None)
         row["error_message"] = str(exc).split("\n", 1)[0][:1000]
         row["latency_ms"] = int((time.perf_counter() - t0) * 1000)
         row["ended_at"] = self.clock()

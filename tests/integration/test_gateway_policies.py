@@ -151,3 +151,29 @@ async def test_soft_cap_past_threshold_routes_to_the_cheaper_group(
         r.cost_usd for r in _rows(db_engine) if r.model_group == "smart" and r.status == "ok"
     )
     assert spent_smart * 100 / Decimal("0.0005") >= 50  # it moved only past the threshold
+
+
+async def test_abandoned_stream_is_charged_for_what_was_streamed(
+    make_gateway: Any, db_engine: Engine
+) -> None:
+    slow = {"ttft_ms": 0, "tokens_per_s": 200, "min_output_tokens": 60, "max_output_tokens": 60}
+    with SimServer(SimConfig.model_validate({"seed": 3, "default": slow})) as server:
+        budgets = BudgetManager(db_engine, cap_cache_ttl=0)
+        budgets.set_cap(tenant_id="acme", feature_id=None, limit_usd=Decimal("5"), period="day")
+        gw = make_gateway(_config(server, {}), budgets=budgets)
+        stream = gw.stream(_req("summary"))
+        seen = 0
+        async for chunk in stream:
+            if chunk.choices and chunk.choices[0].delta.content:
+                seen += 1
+            if seen == 3:
+                break
+        await stream.aclose()
+        await gw.flush()
+    (row,) = _rows(db_engine)
+    assert row.status == "cancelled"
+    assert 0 < row.output_tokens < 60
+    assert row.cost_usd > 0 and row.deployment_id == "d-smart"
+    (cap,) = budgets.list_caps()
+    assert cap.spent_usd == row.cost_usd  # charged what was streamed, not released
+    assert cap.reserved_usd == 0
