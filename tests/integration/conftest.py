@@ -115,3 +115,42 @@ async def make_gateway(db_engine: Engine) -> AsyncIterator[Callable[..., Gateway
     yield make
     for gateway in made:
         await gateway.aclose()
+
+
+REDIS_ENV = "LLMOPS_TEST_REDIS_URL"
+REDIS_DEFAULT = "redis://127.0.0.1:6379/15"
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """A Redis for the Redis backend tests: ``LLMOPS_TEST_REDIS_URL`` or database 15 on the
+    local server; skipped when neither answers, failed when the variable names a dead one."""
+    import redis
+
+    url = os.environ.get(REDIS_ENV) or REDIS_DEFAULT
+    client = redis.Redis.from_url(url, socket_connect_timeout=1)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        if os.environ.get(REDIS_ENV):
+            pytest.fail(f"{REDIS_ENV}={url} is set but Redis does not answer: {exc}")
+        pytest.skip(f"Redis tests need a Redis at {url} (or set {REDIS_ENV}): {exc}")
+    finally:
+        client.close()
+    return url
+
+
+@pytest.fixture
+def redis_prefix(redis_url: str) -> Iterator[str]:
+    """A key prefix of this test alone; its keys are deleted afterwards."""
+    prefix = f"llmops:test:{secrets.token_hex(6)}:"
+    yield prefix
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}*"))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()

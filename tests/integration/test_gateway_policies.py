@@ -3,6 +3,8 @@ and the soft-cap downgrade to a cheaper model group."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
@@ -13,6 +15,7 @@ from sqlalchemy import Engine, select
 from llmops.db.models import RequestLog
 from llmops.errors import BudgetExceeded, RetryableError
 from llmops.gateway.budget import BudgetManager
+from llmops.gateway.cache import CachedAnswer, RedisCache
 from llmops.gateway.config import GatewayConfig
 from llmops.gateway.core import ChatRequest, Gateway
 from llmops.sim import SimConfig, SimServer
@@ -177,3 +180,22 @@ async def test_abandoned_stream_is_charged_for_what_was_streamed(
     (cap,) = budgets.list_caps()
     assert cap.spent_usd == row.cost_usd  # charged what was streamed, not released
     assert cap.reserved_usd == 0
+
+
+async def test_redis_cache_is_shared_by_gateways_and_expires(
+    sim: SimServer, make_gateway: Any, redis_url: str, redis_prefix: str
+) -> None:
+    config = _config(sim, {"summary": {"cache": {"enabled": True, "ttl_s": 60}}})
+    first = make_gateway(config, cache=RedisCache(redis_url, prefix=redis_prefix))
+    second = make_gateway(config, cache=RedisCache(redis_url, prefix=redis_prefix))
+    answer = await first.chat(_req("summary"))
+    hit = await second.chat(_req("summary"))  # another process would see the same
+    assert hit.cache_hit and hit.text == answer.text
+    assert sim.stats()["total"] == 1
+    stored = CachedAnswer("t", "stop", "m", "d", 1, 2, time.time())
+    cache = RedisCache(redis_url, prefix=redis_prefix)
+    await cache.set("short", stored, retain_s=1)
+    assert await cache.get("short") == stored
+    await asyncio.sleep(2.1)
+    assert await cache.get("short") is None
+    await cache.aclose()

@@ -13,13 +13,11 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
-import secrets
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
-import redis
 from sqlalchemy import Engine, inspect, text
 
 from llmops.db.engine import make_engine
@@ -33,8 +31,6 @@ from llmops.gateway.ratelimit import (
     RedisRateLimiter,
 )
 
-REDIS_ENV = "LLMOPS_TEST_REDIS_URL"
-REDIS_DEFAULT = "redis://127.0.0.1:6379/15"
 #: On a whole microsecond, so the DB's stored timestamps read back exactly.
 T0 = 1_800_000_000.0
 
@@ -47,35 +43,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-@pytest.fixture(scope="session")
-def redis_url() -> str:
-    url = os.environ.get(REDIS_ENV) or REDIS_DEFAULT
-    client = redis.Redis.from_url(url, socket_connect_timeout=1)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        if os.environ.get(REDIS_ENV):
-            pytest.fail(f"{REDIS_ENV}={url} is set but Redis does not answer: {exc}")
-        pytest.skip(f"Redis tests need a Redis at {url} (or set {REDIS_ENV}): {exc}")
-    finally:
-        client.close()
-    return url
-
-
-@pytest.fixture
-def redis_prefix(redis_url: str) -> Iterator[str]:
-    """A key prefix of this test alone; its keys are deleted afterwards."""
-    prefix = f"llmops:test:{secrets.token_hex(6)}:"
-    yield prefix
-    client = redis.Redis.from_url(redis_url)
-    try:
-        keys = list(client.scan_iter(match=f"{prefix}*"))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
 
 
 def _migrated_engine(url: str) -> Engine:
