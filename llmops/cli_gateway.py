@@ -144,6 +144,8 @@ def serve(
     ] = False,
 ) -> None:
     """Serve the OpenAI-compatible gateway (POST /v1/chat/completions) until interrupted."""
+    import signal
+
     import uvicorn
 
     from llmops.gateway.config import load_gateway_config
@@ -154,12 +156,23 @@ def serve(
     load_gateway_config(get_settings().gateway_config)
     with _ops_db():
         pass
-    uvicorn.run(
-        "llmops.gateway.http:create_app_from_settings",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        access_log=access_log,
-        log_level="info",
-    )
+    # uvicorn drains on SIGTERM (in-flight requests finish, the request log is flushed),
+    # then re-raises the signal, so the process would die by it (143). After a clean
+    # drain that is a normal stop: exit 0, so supervisors record no crash.
+    previous = signal.signal(signal.SIGTERM, _exit_cleanly)
+    try:
+        uvicorn.run(
+            "llmops.gateway.http:create_app_from_settings",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            access_log=access_log,
+            log_level="info",
+        )
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _exit_cleanly(signum: int, frame: object) -> None:
+    raise SystemExit(0)
