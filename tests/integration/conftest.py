@@ -154,3 +154,33 @@ def redis_prefix(redis_url: str) -> Iterator[str]:
             client.delete(*keys)
     finally:
         client.close()
+
+
+@pytest.fixture
+def cli_env(tmp_path: Path) -> Callable[[str], dict[str, str]]:
+    """A factory of environments for running ``llmops`` as a subprocess, as a new user:
+    no inherited LLMOPS_/PREFECT_ settings, data under ``tmp_path``, and a one-group
+    gateway config (``fast``, priced) pointing at the simulator at ``base_url``."""
+    import yaml
+
+    def make(base_url: str) -> dict[str, str]:
+        deployment = {
+            "id": "sim-mini",
+            "model": "openai/gpt-4o-mini",
+            "api_base": base_url,
+            "api_key": "sk-sim",
+        }
+        config = {
+            "settings": {"timeout_s": 10, "num_retries": 0},
+            "model_groups": {"fast": {"deployments": [deployment]}},
+            "prices": [
+                {"model": "openai/gpt-4o-mini", "input_per_mtok": "0.15", "output_per_mtok": "0.6"}
+            ],
+        }
+        (tmp_path / "gateway.yaml").write_text(yaml.safe_dump(config))
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("LLMOPS_", "PREFECT_"))}
+        env["LLMOPS_DATA_DIR"] = str(tmp_path / "data")
+        env["LLMOPS_GATEWAY_CONFIG"] = str(tmp_path / "gateway.yaml")
+        return env
+
+    return make

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import openai
 import pytest
-import yaml
 
 from llmops.sim import SimConfig, SimServer
 
@@ -31,30 +29,8 @@ def sim() -> Iterator[SimServer]:
 
 
 @pytest.fixture
-def user_env(tmp_path: Path, sim: SimServer) -> dict[str, str]:
-    config = {
-        "settings": {"timeout_s": 10, "num_retries": 0},
-        "model_groups": {
-            "fast": {
-                "deployments": [
-                    {
-                        "id": "sim-mini",
-                        "model": "openai/gpt-4o-mini",
-                        "api_base": sim.base_url,
-                        "api_key": "sk-sim",
-                    }
-                ]
-            }
-        },
-        "prices": [
-            {"model": "openai/gpt-4o-mini", "input_per_mtok": "0.15", "output_per_mtok": "0.6"}
-        ],
-    }
-    (tmp_path / "gateway.yaml").write_text(yaml.safe_dump(config))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("LLMOPS_", "PREFECT_"))}
-    env["LLMOPS_DATA_DIR"] = str(tmp_path / "data")
-    env["LLMOPS_GATEWAY_CONFIG"] = str(tmp_path / "gateway.yaml")
-    return env
+def user_env(sim: SimServer, cli_env: Callable[[str], dict[str, str]]) -> dict[str, str]:
+    return cli_env(sim.base_url)
 
 
 def llmops(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

@@ -14,20 +14,18 @@ committed and only the shutdown flush stands between it and a lost row.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import socket
 import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
-import yaml
 from sqlalchemy import select
 
 from llmops.db.engine import make_engine
@@ -95,32 +93,6 @@ def sim() -> Iterator[SimServer]:
         yield server
 
 
-def gateway_env(tmp_path: Path, sim: SimServer) -> dict[str, str]:
-    config = {
-        "settings": {"timeout_s": 10, "num_retries": 0},
-        "model_groups": {
-            "fast": {
-                "deployments": [
-                    {
-                        "id": "sim-mini",
-                        "model": "openai/gpt-4o-mini",
-                        "api_base": sim.base_url,
-                        "api_key": "sk-sim",
-                    }
-                ]
-            }
-        },
-        "prices": [
-            {"model": "openai/gpt-4o-mini", "input_per_mtok": "0.15", "output_per_mtok": "0.6"}
-        ],
-    }
-    (tmp_path / "gateway.yaml").write_text(yaml.safe_dump(config))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("LLMOPS_", "PREFECT_"))}
-    env["LLMOPS_DATA_DIR"] = str(tmp_path / "data")
-    env["LLMOPS_GATEWAY_CONFIG"] = str(tmp_path / "gateway.yaml")
-    return env
-
-
 def wait_until_healthy(base_url: str, server: subprocess.Popen[bytes], log: Path) -> None:
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     while True:
@@ -178,9 +150,12 @@ async def load_then_signal(
 
 @pytest.mark.parametrize("wait_for_log", [True, False], ids=["default", "no-wait"])
 def test_sigterm_under_load_loses_no_request_log_row(
-    tmp_path: Path, sim: SimServer, wait_for_log: bool
+    tmp_path: Path,
+    sim: SimServer,
+    wait_for_log: bool,
+    cli_env: Callable[[str], dict[str, str]],
 ) -> None:
-    env = gateway_env(tmp_path, sim)
+    env = cli_env(sim.base_url)
     init = subprocess.run(
         [str(LLMOPS), "init"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
     )
