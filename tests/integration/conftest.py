@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import os
 import secrets
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -184,3 +186,29 @@ def cli_env(tmp_path: Path) -> Callable[[str], dict[str, str]]:
         return env
 
     return make
+
+
+#: The console script a user runs, next to this interpreter.
+LLMOPS = Path(sys.executable).parent / "llmops"
+REPO = Path(__file__).resolve().parents[2]
+Runner = Callable[..., "subprocess.CompletedProcess[str]"]
+
+
+@pytest.fixture
+def run_llmops() -> Runner:
+    """Run ``llmops ARGS`` from the repo folder with an environment, as a user would."""
+
+    def run(
+        env: dict[str, str], *args: str, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(LLMOPS), *args],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    return run

@@ -5,28 +5,16 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
 import pytest
 from sqlalchemy import create_engine, text
 
+Runner = Callable[..., subprocess.CompletedProcess[str]]  # the run_llmops fixture
+
 REPO = Path(__file__).resolve().parents[2]
-LLMOPS = Path(sys.executable).parent / "llmops"  # the console script users run
-
-
-def _run(
-    args: list[str], env: dict[str, str], timeout: float = 300
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(LLMOPS), *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
 
 
 @pytest.fixture
@@ -36,8 +24,10 @@ def user_env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
-def test_help_lists_commands_without_importing_heavy_libraries(user_env: dict[str, str]) -> None:
-    result = _run(["--help"], user_env)
+def test_help_lists_commands_without_importing_heavy_libraries(
+    user_env: dict[str, str], run_llmops: Runner
+) -> None:
+    result = run_llmops(user_env, "--help")
     assert result.returncode == 0, result.stderr
     for command in ("init", "demo", "sim"):
         assert command in result.stdout
@@ -59,9 +49,11 @@ def test_help_lists_commands_without_importing_heavy_libraries(user_env: dict[st
     assert "HEAVY []" in probe.stdout
 
 
-def test_init_is_safe_to_run_twice(user_env: dict[str, str], tmp_path: Path) -> None:
+def test_init_is_safe_to_run_twice(
+    user_env: dict[str, str], tmp_path: Path, run_llmops: Runner
+) -> None:
     for _ in range(2):
-        result = _run(["init"], user_env)
+        result = run_llmops(user_env, "init")
         assert result.returncode == 0, result.stderr
         assert "ops database ready" in result.stdout
     engine = create_engine(f"sqlite:///{tmp_path / 'data' / 'ops.db'}")
@@ -71,9 +63,11 @@ def test_init_is_safe_to_run_twice(user_env: dict[str, str], tmp_path: Path) -> 
     assert version
 
 
-def test_unreachable_database_is_one_line_naming_the_host(user_env: dict[str, str]) -> None:
+def test_unreachable_database_is_one_line_naming_the_host(
+    user_env: dict[str, str], run_llmops: Runner
+) -> None:
     user_env["LLMOPS_DATABASE_URL"] = "postgresql+psycopg://ops:hunter2@127.0.0.1:1/ops"
-    result = _run(["init"], user_env, timeout=60)
+    result = run_llmops(user_env, "init", timeout=60)
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
@@ -83,7 +77,7 @@ def test_unreachable_database_is_one_line_naming_the_host(user_env: dict[str, st
 
 
 def test_malformed_gateway_config_names_file_field_and_reason(
-    user_env: dict[str, str], tmp_path: Path
+    user_env: dict[str, str], tmp_path: Path, run_llmops: Runner
 ) -> None:
     bad = tmp_path / "gateway.yaml"
     bad.write_text(
@@ -91,7 +85,7 @@ def test_malformed_gateway_config_names_file_field_and_reason(
         "      - {id: a, model: openai/unpriced-model}\nprices: []\n"
     )
     user_env["LLMOPS_GATEWAY_CONFIG"] = str(bad)
-    result = _run(["demo", "--requests", "3"], user_env, timeout=120)
+    result = run_llmops(user_env, "demo", "--requests", "3", timeout=120)
     assert result.returncode == 1
     assert str(bad) in result.stderr
     assert "model_groups.fast.deployments[0].model" in result.stderr
@@ -99,8 +93,10 @@ def test_malformed_gateway_config_names_file_field_and_reason(
     assert "Traceback" not in result.stderr
 
 
-def test_demo_end_to_end_and_idempotent(user_env: dict[str, str], tmp_path: Path) -> None:
-    first = _run(["demo", "--requests", "40"], user_env)
+def test_demo_end_to_end_and_idempotent(
+    user_env: dict[str, str], tmp_path: Path, run_llmops: Runner
+) -> None:
+    first = run_llmops(user_env, "demo", "--requests", "40")
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     warehouse = tmp_path / "data" / "warehouse.duckdb"
     assert str(warehouse) in first.stdout
@@ -108,7 +104,7 @@ def test_demo_end_to_end_and_idempotent(user_env: dict[str, str], tmp_path: Path
     for heading in ("tenant_id", "feature_id", "model", "calls", "cost_usd", "p50_ms", "p95_ms"):
         assert heading in first.stdout
 
-    second = _run(["demo", "--requests", "40"], user_env)
+    second = run_llmops(user_env, "demo", "--requests", "40")
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     assert "40/40 requests ok" in second.stdout
 

@@ -17,6 +17,8 @@ import pytest
 
 from llmops.sim import SimConfig, SimServer
 
+Runner = Callable[..., subprocess.CompletedProcess[str]]  # the run_llmops fixture
+
 REPO = Path(__file__).resolve().parents[2]
 LLMOPS = Path(sys.executable).parent / "llmops"  # the console script users run
 
@@ -33,27 +35,17 @@ def user_env(sim: SimServer, cli_env: Callable[[str], dict[str, str]]) -> dict[s
     return cli_env(sim.base_url)
 
 
-def llmops(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(LLMOPS), *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
 
-def test_serve_answers_openai_clients_until_interrupted(user_env: dict[str, str]) -> None:
-    assert llmops(user_env, "init").returncode == 0
-    created = llmops(user_env, "tenants", "create", "Acme", "--id", "acme")
+def test_serve_answers_openai_clients_until_interrupted(
+    user_env: dict[str, str], run_llmops: Runner
+) -> None:
+    assert run_llmops(user_env, "init").returncode == 0
+    created = run_llmops(user_env, "tenants", "create", "Acme", "--id", "acme")
     (key,) = re.findall(r"llm_[A-Za-z0-9_-]{40}", created.stdout)
     port = free_port()
     server = subprocess.Popen(
@@ -91,8 +83,10 @@ def test_serve_answers_openai_clients_until_interrupted(user_env: dict[str, str]
     assert server.returncode == 0, output
 
 
-def test_serve_refuses_to_start_on_an_uninitialized_database(user_env: dict[str, str]) -> None:
-    result = llmops(user_env, "gateway", "serve", "--port", str(free_port()))
+def test_serve_refuses_to_start_on_an_uninitialized_database(
+    user_env: dict[str, str], run_llmops: Runner
+) -> None:
+    result = run_llmops(user_env, "gateway", "serve", "--port", str(free_port()))
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "llmops init" in lines[0]

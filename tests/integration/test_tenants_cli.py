@@ -6,7 +6,7 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -16,8 +16,9 @@ from llmops.db.engine import make_engine
 from llmops.errors import AuthError
 from llmops.tenants import TenantAuthenticator
 
+Runner = Callable[..., subprocess.CompletedProcess[str]]  # the run_llmops fixture
+
 REPO = Path(__file__).resolve().parents[2]
-LLMOPS = Path(sys.executable).parent / "llmops"  # the console script users run
 HEAVY = ("litellm", "prefect", "great_expectations", "duckdb", "sqlmodel", "uvicorn", "fastapi")
 
 
@@ -40,22 +41,10 @@ def authenticate(engine: Engine, key: str) -> str:
     return TenantAuthenticator(engine).authenticate(key).id
 
 
-def llmops(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(LLMOPS), *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+def test_create_list_revoke(user_env: dict[str, str], ops_db: Engine, run_llmops: Runner) -> None:
+    assert run_llmops(user_env, "init").returncode == 0
 
-
-def test_create_list_revoke(user_env: dict[str, str], ops_db: Engine) -> None:
-    assert llmops(user_env, "init").returncode == 0
-
-    created = llmops(
+    created = run_llmops(
         user_env, "tenants", "create", "Acme Corp", "--plan", "pro", "--stripe-customer", "cus_1"
     )
     assert created.returncode == 0, created.stderr
@@ -63,13 +52,13 @@ def test_create_list_revoke(user_env: dict[str, str], ops_db: Engine) -> None:
     assert "will not be shown again" in created.stderr
     assert authenticate(ops_db, key) == "acme-corp"
 
-    other = llmops(user_env, "tenants", "create", "Globex", "--id", "globex")
+    other = run_llmops(user_env, "tenants", "create", "Globex", "--id", "globex")
     assert other.returncode == 0, other.stderr
-    duplicate = llmops(user_env, "tenants", "create", "Acme again", "--id", "acme-corp")
+    duplicate = run_llmops(user_env, "tenants", "create", "Acme again", "--id", "acme-corp")
     assert duplicate.returncode == 1
     assert duplicate.stderr.strip().splitlines() == ["error: tenant 'acme-corp' already exists"]
 
-    listed = llmops(user_env, "tenants", "list")
+    listed = run_llmops(user_env, "tenants", "list")
     assert listed.returncode == 0, listed.stderr
     lines = listed.stdout.splitlines()
     assert lines[0].split()[:3] == ["id", "name", "key"]
@@ -78,22 +67,24 @@ def test_create_list_revoke(user_env: dict[str, str], ops_db: Engine) -> None:
     assert "pro" in acme and "cus_1" in acme and "active" in acme
     assert any(line.startswith("globex") for line in lines)
 
-    revoked = llmops(user_env, "tenants", "revoke", "acme-corp")
+    revoked = run_llmops(user_env, "tenants", "revoke", "acme-corp")
     assert revoked.returncode == 0, revoked.stderr
     with pytest.raises(AuthError, match="revoked"):
         authenticate(ops_db, key)
     assert "revoked" in next(
         line
-        for line in llmops(user_env, "tenants", "list").stdout.splitlines()
+        for line in run_llmops(user_env, "tenants", "list").stdout.splitlines()
         if line.startswith("acme-corp")
     )
 
 
-def test_rotate_key_prints_a_new_working_key(user_env: dict[str, str], ops_db: Engine) -> None:
-    assert llmops(user_env, "init").returncode == 0
-    created = llmops(user_env, "tenants", "create", "Acme", "--id", "acme")
+def test_rotate_key_prints_a_new_working_key(
+    user_env: dict[str, str], ops_db: Engine, run_llmops: Runner
+) -> None:
+    assert run_llmops(user_env, "init").returncode == 0
+    created = run_llmops(user_env, "tenants", "create", "Acme", "--id", "acme")
     (old,) = re.findall(r"llm_[A-Za-z0-9_-]{40}", created.stdout)
-    rotated = llmops(user_env, "tenants", "rotate-key", "acme")
+    rotated = run_llmops(user_env, "tenants", "rotate-key", "acme")
     assert rotated.returncode == 0, rotated.stderr
     (new,) = re.findall(r"llm_[A-Za-z0-9_-]{40}", rotated.stdout)
     assert authenticate(ops_db, new) == "acme"
@@ -102,9 +93,9 @@ def test_rotate_key_prints_a_new_working_key(user_env: dict[str, str], ops_db: E
 
 
 def test_commands_on_an_uninitialized_database_say_to_run_init(
-    user_env: dict[str, str],
+    user_env: dict[str, str], run_llmops: Runner
 ) -> None:
-    result = llmops(user_env, "tenants", "list")
+    result = run_llmops(user_env, "tenants", "list")
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "llmops init" in lines[0]
