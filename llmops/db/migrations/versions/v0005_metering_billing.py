@@ -1,0 +1,24 @@
+"""Metering and billing (issue 6): rollups, actions, sync ledger, reconciliation.
+
+Reserved slot in the migration chain so that work on several issues can proceed in
+parallel; it is empty until that work adds its schema changes.
+
+Revision ID: 0005
+Revises: 0004
+Created: 2026-11-28
+"""
+
+from __future__ import annotations
+
+revision: str = "0005"
+down_revision: str | None = "0004"
+branch_labels: str | None = None
+depends_on: str | None = None
+
+
+def upgrade() -> None:
+    pass
+
+
+def downgrade() -> None:
+    pass
