@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from blocks.secrets import apply_block_secrets
 from llmops.db.engine import make_engine
 from llmops.errors import is_retryable
 from llmops.gateway.core import Gateway
@@ -14,10 +15,17 @@ from llmops.settings import Settings, apply_offline_defaults, get_settings
 
 
 def settings() -> Settings:
-    """Settings, with the offline defaults applied to this process."""
+    """Settings, with secrets from blocks when deployed, and the offline defaults applied."""
+    _secrets_from_blocks()
     current = get_settings()
     apply_offline_defaults(current)
     return current
+
+
+@lru_cache(maxsize=1)
+def _secrets_from_blocks() -> list[str]:
+    """Once per process: in a deployment run, provider keys and DB URL come from blocks."""
+    return apply_block_secrets()
 
 
 @lru_cache(maxsize=4)

@@ -21,14 +21,6 @@ from llmops.settings import get_settings
 from llmops.sim import SimConfig, SimServer
 
 
-@pytest.fixture(scope="session")
-def prefect_server() -> Iterator[None]:
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
-
-
 @pytest.fixture
 def sim() -> Iterator[SimServer]:
     zero = {"ttft_ms": 0, "tokens_per_s": 0}
