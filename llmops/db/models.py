@@ -366,3 +366,27 @@ class RateLimitBucket(SQLModel, table=True):
     key: str = Field(primary_key=True, max_length=200)
     level: float = Field(default=0.0)
     updated_at: datetime = _ts()
+
+
+class Alert(SQLModel, table=True):
+    """An operational alert: one row per condition, however often it is raised.
+
+    ``kind`` + ``key`` identify the condition (``soft_cap`` + ``tenant:acme:month:80``);
+    raising it again bumps ``occurrences`` and ``last_seen_at`` but is not delivered again.
+    """
+
+    __tablename__ = "alerts"
+    __table_args__ = (UniqueConstraint("kind", "key", name="uq_alerts_kind_key"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str = Field(max_length=40)
+    key: str = Field(max_length=300)
+    severity: str = Field(default="warning", max_length=16)
+    summary: str = Field(max_length=500)
+    details: dict[str, Any] | None = _json()
+    occurrences: int = Field(default=1)
+    first_seen_at: datetime = _ts()
+    last_seen_at: datetime = _ts()
+    delivered_at: datetime | None = _ts(nullable=True)
+    delivery_attempts: int = Field(default=0)
+    delivery_error: str | None = Field(default=None, sa_type=Text)

@@ -1,0 +1,134 @@
+"""Alerts: one row per condition, delivered once, a broken notifier never breaks anything."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import Engine
+from sqlmodel import Session
+
+from llmops.alerts import (
+    check_provider_errors,
+    check_soft_caps,
+    deliver_pending,
+    list_alerts,
+    raise_alert,
+)
+from llmops.db.models import RequestLog
+from llmops.gateway.budget_types import CapStatus
+from llmops.ids import new_id
+
+NOW = datetime(2026, 11, 28, 12, 30, tzinfo=UTC)
+
+
+def test_same_condition_is_one_alert_delivered_once(db_engine: Engine) -> None:
+    first = raise_alert(db_engine, "dlq_growth", "jobs", "dead letters grew by 40")
+    again = raise_alert(db_engine, "dlq_growth", "jobs", "dead letters grew by 41")
+    other = raise_alert(db_engine, "dlq_growth", "jobs-2", "another queue")
+    assert first.new and not again.new and other.new
+    assert first.id == again.id != other.id
+
+    sent: list[tuple[str, str]] = []
+    report = deliver_pending(db_engine, lambda subject, body: sent.append((subject, body)))
+    assert sorted(report.sent) == sorted([first.id, other.id]) and report.failed == []
+    assert sent[0][0] == "[llmops] warning: dead letters grew by 40"
+    assert "runbook: docs/runbooks/dlq-growth.md" in sent[0][1]
+    # Raised again after delivery: counted, not re-sent.
+    raise_alert(db_engine, "dlq_growth", "jobs", "dead letters grew by 42")
+    assert deliver_pending(db_engine, lambda s, b: sent.append((s, b))).sent == []
+    assert len(sent) == 2
+    by_key = {a.key: a for a in list_alerts(db_engine)}
+    assert by_key["jobs"].occurrences == 3
+
+
+def test_a_failing_notifier_is_recorded_and_retried(db_engine: Engine) -> None:
+    raised = raise_alert(db_engine, "stripe_drift", "cus_1|2026-11-28", "drift of 12 units")
+
+    def down(subject: str, body: str) -> None:
+        raise ConnectionError("webhook unreachable")
+
+    report = deliver_pending(db_engine, down)
+    assert report.sent == [] and report.failed == [
+        (raised.id, "ConnectionError: webhook unreachable")
+    ]
+    [alert] = list_alerts(db_engine)
+    assert alert.delivered_at is None and alert.delivery_attempts == 1
+    assert alert.delivery_error == "ConnectionError: webhook unreachable"
+
+    ok: list[str] = []
+    assert deliver_pending(db_engine, lambda s, b: ok.append(s)).sent == [raised.id]
+    [alert] = list_alerts(db_engine)
+    assert alert.delivered_at is not None and alert.delivery_error is None
+    # Gives up after max_attempts so one bad alert cannot block the rest forever.
+    stuck = raise_alert(db_engine, "stripe_drift", "cus_2|2026-11-28", "drift")
+    for _ in range(3):
+        deliver_pending(db_engine, down, max_attempts=3)
+    assert deliver_pending(db_engine, lambda s, b: None, max_attempts=3).sent == []
+    assert stuck.new
+
+
+def test_unknown_kind_is_refused(db_engine: Engine) -> None:
+    with pytest.raises(ValueError, match="unknown alert kind 'typo'"):
+        raise_alert(db_engine, "typo", "k", "s")
+
+
+def _log(engine: Engine, group: str, status: str, n: int, *, fallbacks: int = 0) -> None:
+    with Session(engine) as session:
+        for _ in range(n):
+            session.add(
+                RequestLog(
+                    request_id=new_id("req"),
+                    started_at=NOW - timedelta(minutes=5),
+                    ended_at=NOW - timedelta(minutes=5),
+                    tenant_id="acme",
+                    feature_id="chat",
+                    model_group=group,
+                    status=status,
+                    fallbacks_used=fallbacks,
+                )
+            )
+        session.commit()
+
+
+def test_provider_error_spike_alerts_per_group_and_hour(db_engine: Engine) -> None:
+    _log(db_engine, "chat-small", "ok", 14)
+    _log(db_engine, "chat-small", "error", 3)
+    _log(db_engine, "chat-small", "ok", 3, fallbacks=1)  # 6/20 = 30% failed or fell back
+    _log(db_engine, "chat-large", "ok", 50)
+    _log(db_engine, "chat-large", "error", 5)  # 5/55 = 9%: below the threshold
+    _log(db_engine, "embed", "error", 5)  # 100% but too few calls to judge
+
+    [raised] = check_provider_errors(db_engine, now=NOW)
+    assert raised.new and raised.key == "chat-small|2026-11-28T12:00:00+00:00"
+    assert not check_provider_errors(db_engine, now=NOW + timedelta(minutes=5))[0].new
+    [alert] = list_alerts(db_engine)
+    assert alert.summary.startswith("model group chat-small: 30% of 20 calls")
+    assert alert.details == {"model_group": "chat-small", "calls": 20, "failed": 6}
+
+
+def _cap(mode: str, spent: str, scope: str = "tenant:acme") -> CapStatus:
+    return CapStatus(
+        id=1,
+        scope_key=scope,
+        tenant_id="acme",
+        feature_id=None,
+        period="month",
+        mode=mode,
+        limit_usd=Decimal("10"),
+        window_start=datetime(2026, 11, 1, tzinfo=UTC),
+        spent_usd=Decimal(spent),
+        reserved_usd=Decimal(0),
+    )
+
+
+def test_soft_caps_alert_at_80_and_100_percent_once_per_window(db_engine: Engine) -> None:
+    assert check_soft_caps([_cap("soft", "7.99"), _cap("hard", "9.5", "tenant:b")], db_engine) == []
+    [at80] = check_soft_caps([_cap("soft", "8.00")], db_engine)
+    assert at80.new and at80.key == "tenant:acme|month|2026-11-01|80"
+    assert not check_soft_caps([_cap("soft", "9.00")], db_engine)[0].new
+    [at100] = check_soft_caps([_cap("soft", "10.01")], db_engine)
+    assert at100.new and at100.key.endswith("|100")
+    severities = {a.key[-3:]: a.severity for a in list_alerts(db_engine)}
+    assert severities == {"|80": "warning", "100": "critical"}
