@@ -86,6 +86,14 @@ class Settings(BaseSettings):
         default=True,
         description="Store the (redacted) request and response text in the request log.",
     )
+    retention_config: Path = Field(
+        default=Path("config/retention.yaml"),
+        description="How many days request/response text is kept, per tenant.",
+    )
+    alert_webhook_url: str | None = Field(
+        default=None,
+        description="Webhook for alerts; saved as the llmops-alerts block by blocks register.",
+    )
     prefect_home: Path | None = Field(
         default=None, description="PREFECT_HOME for local runs. Default: <data_dir>/prefect"
     )
