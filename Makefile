@@ -6,7 +6,7 @@ UV := $(PYTHON) -m uv
 RUN := $(UV) run --locked --quiet
 PYTEST_ARGS ?=
 
-.PHONY: help setup demo test test-unit test-integration check format bench clean
+.PHONY: help setup demo serve stop test test-unit test-integration check format bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -17,6 +17,12 @@ setup:  ## create .venv from the lock file
 
 demo: setup  ## run the main job on embedded defaults (SQLite, DuckDB, local Prefect, simulator)
 	@$(RUN) llmops demo
+
+serve: setup  ## start Prefect server + UI (127.0.0.1:4200), a worker, the simulator, the gateway
+	@$(RUN) llmops stack up
+
+stop:  ## stop what `make serve` started
+	@$(RUN) llmops stack down
 
 test: setup  ## run every test (the Postgres ones need LLMOPS_TEST_DATABASE_URL)
 	@$(RUN) pytest $(PYTEST_ARGS)

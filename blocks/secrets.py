@@ -32,7 +32,7 @@ def apply_block_secrets(
     if not (force or in_deployment()):
         return []
     from prefect.client.orchestration import get_client
-    from prefect.exceptions import ObjectNotFound
+    from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
 
     from blocks.llmops_blocks import LLMOpsSecret, OpsDatabase
 
@@ -42,6 +42,10 @@ def apply_block_secrets(
         try:
             documents = client.read_block_documents_by_type("llmops-secret")
         except ObjectNotFound:  # the block type was never registered: nothing saved
+            documents = []
+        except PrefectHTTPStatusError as exc:
+            if exc.response.status_code != 404:
+                raise
             documents = []
     for document in documents:
         secret = LLMOpsSecret.model_validate(document.data)

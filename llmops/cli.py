@@ -13,6 +13,7 @@ import typer
 from llmops.cli_blocks import blocks_app
 from llmops.cli_caps import caps_app
 from llmops.cli_gateway import gateway_app, tenants_app
+from llmops.cli_stack import stack_app
 from llmops.errors import LLMOpsError
 
 app = typer.Typer(
@@ -28,6 +29,7 @@ app.add_typer(caps_app, name="caps")
 app.add_typer(tenants_app, name="tenants")
 app.add_typer(gateway_app, name="gateway")
 app.add_typer(blocks_app, name="blocks")
+app.add_typer(stack_app, name="stack")
 
 
 def _fail(message: str) -> typer.Exit:
