@@ -69,7 +69,13 @@ async def deliver() -> dict[str, Any]:
 
 @flow(name="alerts", log_prints=True)
 async def alerts(error_rate_threshold: float = 0.2, window_minutes: int = 15) -> dict[str, Any]:
-    """Detect alert conditions and deliver new alerts, once per condition."""
+    """Detect alert conditions and deliver new alerts, once per condition.
+
+    Args:
+        error_rate_threshold: Share of calls (0-1) failing or falling back that raises a
+            provider-errors alert for a model group.
+        window_minutes: How far back the error rate is measured, in minutes.
+    """
     logger = get_run_logger()
     raised = await detect(error_rate_threshold, window_minutes)
     delivery = await deliver()

@@ -32,7 +32,12 @@ async def seed_demo(n_requests: int) -> list[BatchItem]:
 
 @flow(name="demo", log_prints=True)
 async def demo(n_requests: int = 300, concurrency: int = 16) -> dict[str, Any]:
-    """Seed, process ``n_requests`` through the gateway, load DuckDB."""
+    """Seed, process ``n_requests`` through the gateway, load DuckDB.
+
+    Args:
+        n_requests: How many demo requests to send through the gateway.
+        concurrency: Calls in flight at once.
+    """
     items = await seed_demo(n_requests)
     batch = await llm_batch(items, concurrency=concurrency)
     load = await warehouse_load(settle_minutes=0)

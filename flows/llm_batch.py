@@ -66,7 +66,14 @@ async def llm_batch(
     concurrency: int = 16,
     parallel_chunks: int = 2,
 ) -> dict[str, Any]:
-    """Process ``items`` through the gateway in chunks; return the batch summary."""
+    """Process ``items`` through the gateway in chunks; return the batch summary.
+
+    Args:
+        items: The requests: item id, tenant, feature, model group and messages each.
+        chunk_size: Items per Prefect task (each task runs its items concurrently).
+        concurrency: Calls in flight at once within a task.
+        parallel_chunks: Tasks running at once.
+    """
     chunks = [items[i : i + chunk_size] for i in range(0, len(items), chunk_size)]
     gate = asyncio.Semaphore(max(1, parallel_chunks))
 

@@ -34,7 +34,12 @@ async def load_request_log_task(settle_minutes: int) -> dict[str, Any]:
 
 @flow(name="warehouse-load", log_prints=True)
 async def warehouse_load(settle_minutes: int = 5) -> dict[str, Any]:
-    """Incrementally load the request log into the DuckDB warehouse."""
+    """Incrementally load the request log into the DuckDB warehouse.
+
+    Args:
+        settle_minutes: How long a request-log row must have been written before the
+            watermark moves past it (late commits on Postgres are read again, not skipped).
+    """
     stats = await load_request_log_task(settle_minutes)
     print(
         f"warehouse: read {stats['rows_read']} rows, inserted {stats['rows_inserted']}, "

@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from llmops.cli_alerts import alerts_app
 from llmops.cli_blocks import blocks_app
 from llmops.cli_caps import caps_app
 from llmops.cli_gateway import gateway_app, tenants_app
@@ -30,6 +31,7 @@ app.add_typer(tenants_app, name="tenants")
 app.add_typer(gateway_app, name="gateway")
 app.add_typer(blocks_app, name="blocks")
 app.add_typer(stack_app, name="stack")
+app.add_typer(alerts_app, name="alerts")
 
 
 def _fail(message: str) -> typer.Exit:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine
@@ -16,9 +18,12 @@ from llmops.alerts import (
     list_alerts,
     raise_alert,
 )
+from llmops.db.engine import make_engine
+from llmops.db.migrate import upgrade
 from llmops.db.models import RequestLog
 from llmops.gateway.budget_types import CapStatus
 from llmops.ids import new_id
+from tests.integration.conftest import Runner
 
 NOW = datetime(2026, 11, 28, 12, 30, tzinfo=UTC)
 
@@ -132,3 +137,17 @@ def test_soft_caps_alert_at_80_and_100_percent_once_per_window(db_engine: Engine
     assert at100.new and at100.key.endswith("|100")
     severities = {a.key[-3:]: a.severity for a in list_alerts(db_engine)}
     assert severities == {"|80": "warning", "100": "critical"}
+
+
+def test_alerts_list_cli(tmp_path: Path, run_llmops: Runner) -> None:
+    url = f"sqlite:///{tmp_path / 'ops.db'}"
+    upgrade(url)
+    engine = make_engine(url)
+    raise_alert(engine, "dlq_growth", "jobs", "dead letters grew by 40", severity="critical")
+    engine.dispose()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LLMOPS_")}
+    env["LLMOPS_DATABASE_URL"] = url
+    result = run_llmops(env, "alerts", "list")
+    assert result.returncode == 0, result.stderr
+    assert "critical dlq_growth" in result.stdout
+    assert "dead letters grew by 40  [pending]" in result.stdout
