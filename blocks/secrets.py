@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import MutableMapping
-from typing import cast
+from collections.abc import Callable, MutableMapping
+from typing import TypeVar
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -32,34 +34,47 @@ def apply_block_secrets(
     if not (force or in_deployment()):
         return []
     from prefect.client.orchestration import get_client
-    from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
 
     from blocks.llmops_blocks import LLMOpsSecret, OpsDatabase
 
     target = os.environ if env is None else env
     applied: list[str] = []
+    # The sync client, not Block.load: this runs inside async flows, where Block.load
+    # would hand back a coroutine.
     with get_client(sync_client=True) as client:
-        try:
-            documents = client.read_block_documents_by_type("llmops-secret")
-        except ObjectNotFound:  # the block type was never registered: nothing saved
-            documents = []
-        except PrefectHTTPStatusError as exc:
-            if exc.response.status_code != 404:
-                raise
-            documents = []
+        documents = _missing_is_empty(
+            lambda: client.read_block_documents_by_type("llmops-secret"), []
+        )
+        database = _missing_is_empty(
+            lambda: [client.read_block_document_by_name(DATABASE_BLOCK, "llmops-ops-database")],
+            [],
+        )
     for document in documents:
         secret = LLMOpsSecret.model_validate(document.data)
         target[secret.env_var] = secret.value.get_secret_value()
         applied.append(secret.env_var)
-    try:
-        database = cast(OpsDatabase, OpsDatabase.load(DATABASE_BLOCK))
-    except ValueError:
-        log.info("no %r block saved; the ops DB URL comes from the environment", DATABASE_BLOCK)
-    else:
-        target["LLMOPS_DATABASE_URL"] = database.url.get_secret_value()
+    if database:
+        url = OpsDatabase.model_validate(database[0].data).url.get_secret_value()
+        target["LLMOPS_DATABASE_URL"] = url
         applied.append("LLMOPS_DATABASE_URL")
+    else:
+        log.info("no %r block saved; the ops DB URL comes from the environment", DATABASE_BLOCK)
     if applied:
         from llmops.settings import get_settings
 
         get_settings.cache_clear()
     return applied
+
+
+def _missing_is_empty(read: Callable[[], list[T]], empty: list[T]) -> list[T]:
+    """``read()``, or ``empty`` when the block type or document does not exist (404)."""
+    from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
+
+    try:
+        return read()
+    except ObjectNotFound:
+        return empty
+    except PrefectHTTPStatusError as exc:
+        if exc.response.status_code != 404:
+            raise
+        return empty

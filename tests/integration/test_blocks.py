@@ -55,3 +55,22 @@ def test_register_is_idempotent_and_flows_read_the_secrets(prefect_server: None)
 def test_secret_block_rejects_a_bad_variable_name() -> None:
     with pytest.raises(ValueError, match="env_var"):
         LLMOpsSecret(env_var="not a var", value="x")
+
+
+def test_secrets_load_inside_an_async_flow(prefect_server: None) -> None:
+    """Deployed flows are async: loading blocks there must not hand back coroutines."""
+    import asyncio
+
+    from prefect import flow
+
+    register_blocks({"ANTHROPIC_API_KEY": "sk-ant-flow", "LLMOPS_DATABASE_URL": "sqlite:///x.db"})
+
+    @flow
+    async def probe() -> dict[str, str]:
+        env: dict[str, str] = {}
+        apply_block_secrets(env, force=True)
+        return env
+
+    env = asyncio.run(probe())
+    assert env["ANTHROPIC_API_KEY"] == "sk-ant-flow"
+    assert env["LLMOPS_DATABASE_URL"] == "sqlite:///x.db"

@@ -1,0 +1,1 @@
+"""Observability: OpenTelemetry traces (GenAI conventions) and Prometheus metrics."""
