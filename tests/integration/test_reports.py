@@ -14,6 +14,7 @@ import os
 import random
 import shutil
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -25,6 +26,8 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session
 
+from llmops.db.engine import make_engine
+from llmops.db.migrate import upgrade
 from llmops.db.models import RequestLog
 from llmops.errors import ConfigError
 from llmops.reports.build import build_dashboard
@@ -120,11 +123,9 @@ def demo_traffic(n_actions: int = 240, seed: int = 7) -> Traffic:
 
 def load_traffic(engine: Engine, warehouse: Path, traffic: Traffic) -> None:
     """Write the calls through the ops DB model, then load them with the real loader."""
-    with Session(engine) as session:
+    with Session(engine, expire_on_commit=False) as session:
         session.add_all(traffic.rows)
         session.commit()
-        for row in traffic.rows:
-            session.refresh(row)
     stats = load_request_log(engine, warehouse, now=START + timedelta(days=30))
     assert stats.total_rows == len(traffic.rows)
 
@@ -206,6 +207,21 @@ def loaded(db_engine: Engine, tmp_path: Path) -> tuple[Path, Traffic]:
     traffic = demo_traffic()
     load_traffic(db_engine, warehouse, traffic)
     return warehouse, traffic
+
+
+@pytest.fixture
+def loaded_sqlite(sqlite_url: str, tmp_path: Path) -> Iterator[tuple[Path, Traffic]]:
+    """The same from a SQLite ops DB only, for the slow browser, notebook and CLI tests:
+    what they render comes from DuckDB, whichever ops DB it was loaded from."""
+    upgrade(sqlite_url)
+    engine = make_engine(sqlite_url)
+    try:
+        warehouse = tmp_path / "warehouse.duckdb"
+        traffic = demo_traffic()
+        load_traffic(engine, warehouse, traffic)
+        yield warehouse, traffic
+    finally:
+        engine.dispose()
 
 
 def run(warehouse: Path, name: str) -> list[dict[str, Any]]:
@@ -372,9 +388,9 @@ def test_missing_tables_make_no_data_panels_that_name_them(
 
 
 def test_a_broken_query_is_an_error_panel_not_a_broken_page(
-    loaded: tuple[Path, Traffic], tmp_path: Path
+    loaded_sqlite: tuple[Path, Traffic], tmp_path: Path
 ) -> None:
-    warehouse, _ = loaded
+    warehouse, _ = loaded_sqlite
     reports = tmp_path / "reports"
     shutil.copytree(REPORTS, reports, ignore=shutil.ignore_patterns("notebooks"))
     sql = reports / "queries" / "cost_by_feature.sql"
@@ -420,64 +436,72 @@ class Rendered:
     kpis: str
 
 
-def render(page_path: Path) -> Rendered:
-    """Open the page from disk in headless Chromium with every network request refused."""
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Debian's headless Chromium, driven by Playwright (one per module: ~3 s to start)."""
     if not CHROMIUM.exists():
         if os.environ.get("CI"):
             pytest.fail(f"no Chromium at {CHROMIUM}: .ci/run installs Debian's chromium")
-        pytest.skip(f"needs Debian's chromium at {CHROMIUM} (apt-get install chromium)")
+        pytest.skip(f"needs Debian's chromium at {CHROMIUM} (make browser)")
     from playwright.sync_api import sync_playwright
 
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+        yield chromium
+        chromium.close()
+
+
+def render(browser: Any, page_path: Path) -> Rendered:
+    """Open the page from disk with every network request refused; read what it drew."""
     errors: list[str] = []
     requests: list[str] = []
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
-            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    try:
+        page = context.new_page()
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
 
-            def refuse(route: Any) -> None:
-                if not route.request.url.startswith(("file:", "data:", "blob:")):
-                    requests.append(route.request.url)
-                    route.abort()
-                else:
-                    route.continue_()
+        def refuse(route: Any) -> None:
+            if not route.request.url.startswith(("file:", "data:", "blob:")):
+                requests.append(route.request.url)
+                route.abort()
+            else:
+                route.continue_()
 
-            page.route("**/*", refuse)
-            page.goto(page_path.as_uri(), wait_until="load")
-            page.wait_for_function(
-                "() => [...document.querySelectorAll('.plotly-graph-div')]"
-                ".every(d => d.classList.contains('js-plotly-plot'))",
-                timeout=30_000,
-            )
-            charts = page.evaluate(MARKS_JS)
-            states = page.evaluate(
-                "() => Object.fromEntries([...document.querySelectorAll('section.panel')]"
-                ".map(s => [s.id.replace('panel-', ''), s.dataset.state]))"
-            )
-            notes = page.evaluate(
-                "() => Object.fromEntries([...document.querySelectorAll('section.panel')]"
-                ".map(s => [s.id.replace('panel-', ''), "
-                "(s.querySelector('.no-data') || {innerText: ''}).innerText]))"
-            )
-            kpis = page.inner_text("#kpis")
-        finally:
-            browser.close()
+        page.route("**/*", refuse)
+        page.goto(page_path.as_uri(), wait_until="load")
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('.plotly-graph-div')]"
+            ".every(d => d.classList.contains('js-plotly-plot'))",
+            timeout=30_000,
+        )
+        charts = page.evaluate(MARKS_JS)
+        states = page.evaluate(
+            "() => Object.fromEntries([...document.querySelectorAll('section.panel')]"
+            ".map(s => [s.id.replace('panel-', ''), s.dataset.state]))"
+        )
+        notes = page.evaluate(
+            "() => Object.fromEntries([...document.querySelectorAll('section.panel')]"
+            ".map(s => [s.id.replace('panel-', ''), "
+            "(s.querySelector('.no-data') || {innerText: ''}).innerText]))"
+        )
+        kpis = page.inner_text("#kpis")
+    finally:
+        context.close()
     return Rendered(charts, states, notes, errors, requests, kpis)
 
 
 def test_every_chart_draws_in_headless_chromium_offline(
-    loaded: tuple[Path, Traffic], tmp_path: Path
+    loaded_sqlite: tuple[Path, Traffic], tmp_path: Path, browser: Any
 ) -> None:
-    warehouse, traffic = loaded
+    warehouse, traffic = loaded_sqlite
     add_expected_tables(warehouse, traffic)
     dashboard = build_dashboard(warehouse, REPORTS, tmp_path / "site")
     html = dashboard.path.read_text()
     assert html.count("<script src=") == 0  # nothing to fetch: plotly.js is inline, once
     assert html.count("Plotly.newPlot(") == len(CHARTS)
 
-    page = render(dashboard.path)
+    page = render(browser, dashboard.path)
 
     assert page.errors == [] and page.requests == []
     assert page.states == dict.fromkeys(CHARTS, "chart")
@@ -504,7 +528,7 @@ def test_every_chart_draws_in_headless_chromium_offline(
 
 @pytest.mark.parametrize("warehouse_kind", ["missing", "empty"])
 def test_an_empty_warehouse_renders_no_data_panels_not_an_error(
-    tmp_path: Path, warehouse_kind: str
+    tmp_path: Path, warehouse_kind: str, browser: Any
 ) -> None:
     warehouse = tmp_path / "warehouse.duckdb"
     if warehouse_kind == "empty":
@@ -513,7 +537,7 @@ def test_an_empty_warehouse_renders_no_data_panels_not_an_error(
     assert dashboard.warehouse_found is (warehouse_kind == "empty")
     assert warehouse.exists() is (warehouse_kind == "empty")  # a report creates nothing
 
-    page = render(dashboard.path)
+    page = render(browser, dashboard.path)
 
     assert page.errors == [] and page.requests == []
     assert page.charts == {}
@@ -529,9 +553,9 @@ def test_an_empty_warehouse_renders_no_data_panels_not_an_error(
 
 
 def test_report_build_command_writes_the_dashboard(
-    loaded: tuple[Path, Traffic], tmp_path: Path, cli_env: Any, run_llmops: Any
+    loaded_sqlite: tuple[Path, Traffic], tmp_path: Path, cli_env: Any, run_llmops: Any
 ) -> None:
-    warehouse, _ = loaded
+    warehouse, _ = loaded_sqlite
     env = cli_env("http://127.0.0.1:9")
     env["LLMOPS_WAREHOUSE_PATH"] = str(warehouse)
     out = tmp_path / "site"
@@ -596,12 +620,12 @@ print(json.dumps({
 
 
 def test_notebook_answers_the_common_questions(
-    loaded: tuple[Path, Traffic], monkeypatch: pytest.MonkeyPatch
+    loaded_sqlite: tuple[Path, Traffic], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import nbformat
     from nbclient import NotebookClient
 
-    warehouse, traffic = loaded
+    warehouse, traffic = loaded_sqlite
     outcomes = add_expected_tables(warehouse, traffic)
     monkeypatch.setenv("LLMOPS_WAREHOUSE_PATH", str(warehouse))
     nb = nbformat.read(NOTEBOOK, as_version=4)
@@ -639,12 +663,12 @@ def test_notebook_answers_the_common_questions(
 
 
 def test_notebook_without_outcomes_still_answers_cost_per_action(
-    loaded: tuple[Path, Traffic], monkeypatch: pytest.MonkeyPatch
+    loaded_sqlite: tuple[Path, Traffic], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import nbformat
     from nbclient import NotebookClient
 
-    warehouse, _ = loaded
+    warehouse, _ = loaded_sqlite
     monkeypatch.setenv("LLMOPS_WAREHOUSE_PATH", str(warehouse))
     nb = nbformat.read(NOTEBOOK, as_version=4)
     NotebookClient(nb, timeout=120, kernel_name="python3").execute()
