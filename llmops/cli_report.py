@@ -44,7 +44,7 @@ def build(
     if not dashboard.warehouse_found:
         typer.echo(f"no warehouse at {source}: every panel says no data")
     for panel in dashboard.panels:
-        detail = f": {panel.note}" if panel.note else ""
+        detail = f": {panel.note.removeprefix('No data: ')}" if panel.note else ""
         typer.echo(f"  {panel.state:<8} {panel.title}{detail}")
     charts = sum(1 for p in dashboard.panels if p.state == "chart")
     typer.echo(f"dashboard: {dashboard.path} ({charts} of {len(dashboard.panels)} panels drawn)")

@@ -18,6 +18,8 @@ __all__ = ["CHARTS", "money", "short_money"]
 Rows = list[dict[str, Any]]
 #: Many bars stop being readable; the table under the chart keeps every row.
 MAX_BARS = 20
+#: Dollar ticks with three significant digits: "$0.0005", not Plotly's SI "$500µ".
+MONEY_AXIS: dict[str, Any] = {"tickprefix": "$", "tickformat": ",.3~r"}
 
 
 def money(value: Any) -> str:
@@ -82,7 +84,7 @@ def _hbar(
         )
     )
     fig.update_yaxes(autorange="reversed", automargin=True)
-    fig.update_xaxes(title_text=axis, tickprefix="$", rangemode="tozero")
+    fig.update_xaxes(title_text=axis, rangemode="tozero", **MONEY_AXIS)
     return fig
 
 
@@ -151,8 +153,8 @@ def cost_by_day(rows: Rows) -> go.Figure:
                 hovertemplate=f"<b>{tenant}</b> %{{x|%Y-%m-%d}}<br>%{{customdata}}<extra></extra>",
             )
         )
-    fig.update_yaxes(title_text="cost (USD)", tickprefix="$", rangemode="tozero")
-    fig.update_xaxes(type="date", tickformat="%b %d")
+    fig.update_yaxes(title_text="cost (USD)", rangemode="tozero", **MONEY_AXIS)
+    fig.update_xaxes(**_day_axis(r["day"] for r in rows))
     return fig
 
 
@@ -231,8 +233,8 @@ def rates_by_day(rows: Rows) -> go.Figure:
                 "<extra></extra>",
             )
         )
-    fig.update_yaxes(title_text="share of calls", tickformat=".0%", rangemode="tozero")
-    fig.update_xaxes(type="date", tickformat="%b %d")
+    fig.update_yaxes(title_text="share of calls", tickformat=".1~%", rangemode="tozero")
+    fig.update_xaxes(**_day_axis(days))
     return fig
 
 
@@ -322,6 +324,14 @@ def stripe_drift(rows: Rows) -> go.Figure:
     fig.update_yaxes(title_text="Stripe − ledger (meter units)", zeroline=True)
     fig.update_xaxes(type="date")
     return fig
+
+
+def _day_axis(days: Iterable[Any]) -> dict[str, Any]:
+    """A date axis for daily points: one tick per day while that stays readable."""
+    axis: dict[str, Any] = {"type": "date", "tickformat": "%b %d"}
+    if len(set(days)) <= 14:
+        axis["dtick"] = 86_400_000  # one day in ms; else Plotly picks a readable step
+    return axis
 
 
 def _unique(values: Iterable[Any]) -> list[Any]:

@@ -415,7 +415,10 @@ MARKS_JS = """() => {
       '.cartesianlayer .trace path.point')]
       .filter(p => (p.getAttribute('d') || '').length > 2)
       .filter(p => { const b = p.getBBox(); return b.width > 0 || b.height > 0; });
+    const svg = div.querySelector('svg.main-svg');
     out[div.id] = {
+      svgWidth: svg.getBoundingClientRect().width,
+      panelWidth: div.closest('section.panel').clientWidth,
       marks: marks.length,
       traces: div.querySelectorAll('.cartesianlayer .trace').length,
       width: div.getBoundingClientRect().width,
@@ -509,6 +512,7 @@ def test_every_chart_draws_in_headless_chromium_offline(
     for chart_id, drawn in page.charts.items():
         assert drawn["traces"] >= 1 and drawn["marks"] >= 1, (chart_id, drawn)
         assert drawn["width"] > 300 and drawn["height"] > 150, (chart_id, drawn)
+        assert drawn["svgWidth"] <= drawn["panelWidth"], (chart_id, drawn)  # fits its panel
     # Marks match the data: one bar per tenant and per feature, two per model in the mix
     # (cost and call shares), a line per rate, a line per prompt version, per drift series.
     tenants = {r.tenant_id for r in traffic.rows}
@@ -563,7 +567,7 @@ def test_report_build_command_writes_the_dashboard(
     assert result.returncode == 0, result.stderr
     assert (out / "index.html").is_file()
     assert f"dashboard: {out / 'index.html'} (7 of 11 panels drawn)" in result.stdout
-    assert "Stripe drift: No data: not in the warehouse yet: stripe_reconciliation" in result.stdout
+    assert "Stripe drift: not in the warehouse yet: stripe_reconciliation" in result.stdout
 
     fresh = run_llmops(cli_env("http://127.0.0.1:9"), "report", "build")
     assert fresh.returncode == 0, fresh.stderr
