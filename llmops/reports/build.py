@@ -134,7 +134,8 @@ def _open(warehouse: Path) -> tuple[duckdb.DuckDBPyConnection, bool]:
         try:
             con = duckdb.connect(str(warehouse), read_only=True)
         except duckdb.Error as exc:
-            raise ReportError(f"cannot open the warehouse {warehouse}: {exc}") from exc
+            reason = str(exc).splitlines()[0]
+            raise ReportError(f"cannot open the warehouse {warehouse}: {reason}") from exc
         found = True
     con.execute("SET TimeZone = 'UTC'")
     return con, found

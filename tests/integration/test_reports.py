@@ -575,6 +575,21 @@ def test_report_build_command_writes_the_dashboard(
     assert (Path(env["LLMOPS_DATA_DIR"]) / "reports" / "index.html").is_file()
 
 
+def test_a_warehouse_locked_by_a_writer_is_one_clear_line(
+    tmp_path: Path, cli_env: Any, run_llmops: Any
+) -> None:
+    warehouse = tmp_path / "warehouse.duckdb"
+    env = cli_env("http://127.0.0.1:9")
+    env["LLMOPS_WAREHOUSE_PATH"] = str(warehouse)
+    with connect(warehouse):  # a load in progress holds DuckDB's write lock
+        result = run_llmops(env, "report", "build", "--out", str(tmp_path / "site"))
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert lines[0].startswith(f"error: cannot open the warehouse {warehouse}: ")
+    assert not (tmp_path / "site" / "index.html").exists()
+
+
 def test_report_help_imports_nothing_heavy(cli_env: Any) -> None:
     import subprocess
     import sys
