@@ -6,7 +6,7 @@ UV := $(PYTHON) -m uv
 RUN := $(UV) run --locked --quiet
 PYTEST_ARGS ?=
 
-.PHONY: help setup demo serve stop test test-unit test-integration check format bench clean
+.PHONY: help setup demo serve stop test test-unit test-integration check format bench clean browser report
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -44,6 +44,14 @@ format: setup  ## apply ruff's fixes and formatting
 
 bench: setup  ## run the benchmarks in bench/ (each prints a ratio table)
 	@for b in bench/*.py; do echo "== $$b"; $(RUN) python $$b || exit 1; done
+
+browser:  ## install Debian's chromium for the dashboard browser test (as root; no Playwright download)
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+	@chromium --version
+
+report: setup  ## build the cost dashboard from the DuckDB warehouse (.llmops/reports/index.html)
+	@$(RUN) llmops report build
 
 clean:  ## remove local state (.llmops/: ops DB, warehouse, Prefect home)
 	rm -rf .llmops .pytest_cache .mypy_cache .ruff_cache

@@ -14,6 +14,7 @@ from llmops.cli_alerts import alerts_app
 from llmops.cli_blocks import blocks_app
 from llmops.cli_caps import caps_app
 from llmops.cli_gateway import gateway_app, tenants_app
+from llmops.cli_report import report_app
 from llmops.cli_stack import stack_app
 from llmops.errors import LLMOpsError
 
@@ -32,6 +33,7 @@ app.add_typer(gateway_app, name="gateway")
 app.add_typer(blocks_app, name="blocks")
 app.add_typer(stack_app, name="stack")
 app.add_typer(alerts_app, name="alerts")
+app.add_typer(report_app, name="report")
 
 
 def _fail(message: str) -> typer.Exit:

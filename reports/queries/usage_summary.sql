@@ -1,4 +1,6 @@
--- Calls, tokens, cost and latency by tenant, feature and model (all time).
+-- title: Usage summary
+-- about: Calls, tokens, cost and latency by tenant, feature and model (all time).
+-- requires: request_log(tenant_id, feature_id, model, status, input_tokens, output_tokens, cost_usd, latency_ms)
 -- Used by `llmops demo`; open the warehouse in a notebook to run it yourself:
 --   duckdb.connect(".llmops/warehouse.duckdb", read_only=True).sql(open(...).read())
 SELECT
