@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
+import typing
+from collections.abc import Awaitable, Callable
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import Engine
 
@@ -12,6 +16,9 @@ from llmops.db.engine import make_engine
 from llmops.errors import is_retryable
 from llmops.gateway.core import Gateway
 from llmops.settings import Settings, apply_offline_defaults, get_settings
+from llmops.telemetry import tracing
+
+F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
 
 def settings() -> Settings:
@@ -44,3 +51,26 @@ async def retry_if_retryable(task: Any, task_run: Any, state: Any) -> bool:
     """Prefect retry condition: retry transient failures only, never permanent ones."""
     exc = await state.aresult(raise_on_failure=False)
     return isinstance(exc, BaseException) and is_retryable(exc)
+
+
+def traced(fn: F) -> F:
+    """Put the flow run in an OpenTelemetry span carrying its Prefect run id.
+
+    Goes under ``@flow``: ``@flow(...)`` then ``@traced`` then ``async def``. Gateway calls
+    and jobs inside become its children. Exported only when ``OTEL_EXPORTER_OTLP_ENDPOINT``
+    is set; otherwise the span is a no-op.
+    """
+
+    @functools.wraps(fn)
+    async def run(*args: Any, **kwargs: Any) -> Any:
+        from prefect.runtime import flow_run
+
+        tracing.configure()
+        with tracing.flow_span(flow_run.flow_name or fn.__name__, flow_run.id):
+            return await fn(*args, **kwargs)
+
+    # Resolved types, not the strings of ``from __future__ import annotations``: Prefect
+    # builds the parameter model from them, in this module's namespace, not the flow's.
+    run.__annotations__ = typing.get_type_hints(fn)
+    run.__signature__ = inspect.signature(fn, eval_str=True)  # type: ignore[attr-defined]
+    return cast(F, run)

@@ -17,7 +17,7 @@ from typing import Any, cast
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import acreate_markdown_artifact
 
-from flows._common import ops_engine, settings
+from flows._common import ops_engine, settings, traced
 from llmops.alerts import check_provider_errors, check_soft_caps, deliver_pending
 from llmops.gateway.budget import BudgetManager
 
@@ -68,6 +68,7 @@ async def deliver() -> dict[str, Any]:
 
 
 @flow(name="alerts", log_prints=True)
+@traced
 async def alerts(error_rate_threshold: float = 0.2, window_minutes: int = 15) -> dict[str, Any]:
     """Detect alert conditions and deliver new alerts, once per condition.
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from prefect import flow, task
 
-from flows._common import ops_engine, settings
+from flows._common import ops_engine, settings, traced
 from flows.llm_batch import llm_batch
 from flows.warehouse import warehouse_load
 from llmops.demo import build_items, seed
@@ -31,6 +31,7 @@ async def seed_demo(n_requests: int) -> list[BatchItem]:
 
 
 @flow(name="demo", log_prints=True)
+@traced
 async def demo(n_requests: int = 300, concurrency: int = 16) -> dict[str, Any]:
     """Seed, process ``n_requests`` through the gateway, load DuckDB.
 

@@ -19,7 +19,7 @@ from prefect import flow, task
 from prefect.artifacts import acreate_markdown_artifact
 from prefect.cache_policies import INPUTS, TASK_SOURCE
 
-from flows._common import gateway, ops_engine, retry_if_retryable, settings
+from flows._common import gateway, ops_engine, retry_if_retryable, settings, traced
 from llmops.errors import RetryableError
 from llmops.gateway.batch import BatchItem, ItemOutcome, run_items
 from llmops.gateway.summary import batch_summary, summary_markdown
@@ -60,6 +60,7 @@ async def summarize(item_ids: list[str]) -> dict[str, Any]:
 
 
 @flow(name="llm-batch", log_prints=True)
+@traced
 async def llm_batch(
     items: list[BatchItem],
     chunk_size: int = 100,

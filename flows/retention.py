@@ -12,7 +12,7 @@ from typing import Any
 
 from prefect import flow, task
 
-from flows._common import ops_engine, settings
+from flows._common import ops_engine, settings, traced
 from llmops.retention import load_retention, purge_text
 
 
@@ -31,6 +31,7 @@ async def purge() -> dict[str, Any]:
 
 
 @flow(name="retention", log_prints=True)
+@traced
 async def retention() -> dict[str, Any]:
     """Purge request and response text older than the configured retention."""
     result = await purge()

@@ -15,7 +15,7 @@ from typing import Any
 
 from prefect import flow, task
 
-from flows._common import ops_engine, settings
+from flows._common import ops_engine, settings, traced
 from llmops.warehouse.load import load_request_log
 
 
@@ -33,6 +33,7 @@ async def load_request_log_task(settle_minutes: int) -> dict[str, Any]:
 
 
 @flow(name="warehouse-load", log_prints=True)
+@traced
 async def warehouse_load(settle_minutes: int = 5) -> dict[str, Any]:
     """Incrementally load the request log into the DuckDB warehouse.
 

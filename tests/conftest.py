@@ -33,3 +33,26 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     shutil.rmtree(_SCRATCH, ignore_errors=True)
+
+
+_SPANS: object | None = None
+
+
+@pytest.fixture
+def span_exporter() -> object:
+    """An in-memory OpenTelemetry exporter, installed once per session, emptied per test.
+
+    OpenTelemetry lets a process set its tracer provider once, so every test that looks
+    at spans shares this one.
+    """
+    global _SPANS
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from llmops.telemetry import tracing
+
+    if _SPANS is None:
+        _SPANS = InMemorySpanExporter()
+        tracing.configure(exporter=_SPANS)
+    assert isinstance(_SPANS, InMemorySpanExporter)
+    _SPANS.clear()
+    return _SPANS

@@ -153,3 +153,18 @@ def test_warehouse_flow_loads_the_request_log(pipeline_env: Engine, sim: SimServ
     assert first["rows_inserted"] == 5 and first["total_rows"] == 5
     second = asyncio.run(warehouse_load(settle_minutes=0))
     assert second["rows_inserted"] == 0 and second["total_rows"] == 5
+
+
+def test_flow_runs_are_traced_with_their_run_id(
+    pipeline_env: Engine, sim: SimServer, span_exporter: Any
+) -> None:
+    from flows.llm_batch import llm_batch
+
+    async def run() -> Any:
+        return await llm_batch(_items(2, "traced"), chunk_size=10, return_state=True)
+
+    state = asyncio.run(run())
+    run_id = str(state.state_details.flow_run_id)
+    spans = {s.name: s for s in span_exporter.get_finished_spans()}
+    flow_span = spans["flow llm-batch"]
+    assert dict(flow_span.attributes)["llmops.prefect.flow_run_id"] == run_id

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
 from decimal import Decimal
 
 import pytest
@@ -13,15 +12,10 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from llmops.telemetry import tracing
 
-_EXPORTER = InMemorySpanExporter()
-
 
 @pytest.fixture
-def spans() -> Iterator[InMemorySpanExporter]:
-    tracing.configure(exporter=_EXPORTER)
-    _EXPORTER.clear()
-    yield _EXPORTER
-    _EXPORTER.clear()
+def spans(span_exporter: InMemorySpanExporter) -> InMemorySpanExporter:
+    return span_exporter
 
 
 def test_gateway_span_carries_genai_and_llmops_attributes(spans: InMemorySpanExporter) -> None:
