@@ -17,6 +17,7 @@ from prefect import flow, task
 
 from flows._common import ops_engine, settings, traced
 from llmops.warehouse.load import load_request_log
+from llmops.warehouse.mirror import mirror_tables
 
 
 @task(retries=2, retry_delay_seconds=5)
@@ -32,6 +33,15 @@ async def load_request_log_task(settle_minutes: int) -> dict[str, Any]:
     return dataclasses.asdict(stats)
 
 
+@task(retries=2, retry_delay_seconds=5)
+async def mirror_ops_tables() -> dict[str, int]:
+    """Replace the warehouse copies of small ops-DB tables (caps, outcomes, drift, alerts)."""
+    current = settings()
+    return await asyncio.to_thread(
+        mirror_tables, ops_engine(current.resolved_database_url), current.resolved_warehouse_path
+    )
+
+
 @flow(name="warehouse-load", log_prints=True)
 @traced
 async def warehouse_load(settle_minutes: int = 5) -> dict[str, Any]:
@@ -42,6 +52,7 @@ async def warehouse_load(settle_minutes: int = 5) -> dict[str, Any]:
             watermark moves past it (late commits on Postgres are read again, not skipped).
     """
     stats = await load_request_log_task(settle_minutes)
+    stats["mirrored"] = await mirror_ops_tables()
     print(
         f"warehouse: read {stats['rows_read']} rows, inserted {stats['rows_inserted']}, "
         f"{stats['total_rows']} in total"

@@ -151,6 +151,7 @@ def test_warehouse_flow_loads_the_request_log(pipeline_env: Engine, sim: SimServ
     asyncio.run(llm_batch(_items(5, "w1"), chunk_size=5, concurrency=5))
     first = asyncio.run(warehouse_load(settle_minutes=0))
     assert first["rows_inserted"] == 5 and first["total_rows"] == 5
+    assert first["mirrored"]["spend_caps"] == 0 and "alerts" in first["mirrored"]
     second = asyncio.run(warehouse_load(settle_minutes=0))
     assert second["rows_inserted"] == 0 and second["total_rows"] == 5
 
