@@ -11,7 +11,9 @@ from typing import Annotated
 import typer
 
 from llmops.cli_caps import caps_app
+from llmops.cli_eval import eval_app
 from llmops.cli_gateway import gateway_app, tenants_app
+from llmops.cli_prompts import prompts_app
 from llmops.errors import LLMOpsError
 
 app = typer.Typer(
@@ -26,6 +28,8 @@ app.add_typer(sim_app, name="sim")
 app.add_typer(caps_app, name="caps")
 app.add_typer(tenants_app, name="tenants")
 app.add_typer(gateway_app, name="gateway")
+app.add_typer(prompts_app, name="prompts")
+app.add_typer(eval_app, name="eval")
 
 
 def _fail(message: str) -> typer.Exit:

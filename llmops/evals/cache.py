@@ -46,7 +46,7 @@ class OutputCache:
 
     def put(self, row: EvalOutputCache) -> None:
         """Store one output; a row stored concurrently by another run is kept as is."""
-        with Session(self.engine) as session:
+        with Session(self.engine, expire_on_commit=False) as session:
             session.add(row)
             try:
                 session.commit()

@@ -15,24 +15,21 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine
 from sqlmodel import Session
 
 from llmops.db.models import EvalGate, EvalRun
-from llmops.errors import ConfigError, ValidationError
+from llmops.errors import ValidationError
 from llmops.evals.datasets import load_dataset
 from llmops.evals.runner import Candidate, RunResult, ensure_eval_tenant, run_suite
 from llmops.evals.stats import PairedCI, paired_bootstrap
 from llmops.evals.suites import LoadedSuite
 from llmops.gateway.core import Gateway
 from llmops.ids import new_id
-from llmops.prompts.files import load_prompt
-from llmops.prompts.store import find_by_hash, resolve_prompt
 
-__all__ = ["GateReport", "MetricComparison", "compare", "resolve_candidate", "run_gate"]
+__all__ = ["GateReport", "MetricComparison", "compare", "run_gate"]
 
 
 @dataclass
@@ -184,26 +181,6 @@ def compare(suite: LoadedSuite, cand: RunResult, base: RunResult | None) -> Gate
         + (sum(1 for r in base.results if r.cached) if base else 0),
         notes=notes,
     )
-
-
-def resolve_candidate(session: Session, prompt_name: str, ref: str) -> Candidate:
-    """A version number (``3`` or ``v3``), a prompt file path, or a label name."""
-    text = ref.strip()
-    number = text[1:] if text[:1] in "vV" else text
-    if number.isdigit():
-        resolved = resolve_prompt(session, prompt_name, version=int(number))
-        return Candidate(resolved.prompt, resolved.version, f"v{resolved.version}")
-    path = Path(text)
-    if path.suffix in (".yaml", ".yml") or path.exists():
-        prompt = load_prompt(path)  # ConfigError with file, field, reason
-        if prompt.name != prompt_name:
-            raise ConfigError(str(path), "name", f"the suite tests prompt {prompt_name!r}")
-        stored = find_by_hash(session, prompt.name, prompt.content_hash)
-        version = stored.version if stored is not None else None
-        shown = f"v{version}" if version is not None else "unpushed"
-        return Candidate(prompt, version, f"{path} ({shown})")
-    resolved = resolve_prompt(session, prompt_name, label=text)
-    return Candidate(resolved.prompt, resolved.version, f"{text} (v{resolved.version})")
 
 
 async def run_gate(

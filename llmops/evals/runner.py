@@ -27,7 +27,7 @@ from llmops.evals.scorers import Score, Scorer, ScorerError
 from llmops.evals.suites import LoadedSuite
 from llmops.gateway.core import ChatRequest, Gateway
 from llmops.ids import new_id, utcnow
-from llmops.prompts.files import PromptFile
+from llmops.prompts.refs import PromptRef
 
 __all__ = [
     "EVAL_TENANT",
@@ -42,17 +42,8 @@ EVAL_TENANT = "eval"
 _T = TypeVar("_T")
 
 
-@dataclass(frozen=True)
-class Candidate:
-    """A prompt to evaluate: a stored version, or a file not pushed yet (version None)."""
-
-    prompt: PromptFile
-    version: int | None
-    label: str
-
-    @property
-    def content_hash(self) -> str:
-        return self.prompt.content_hash
+#: What a run evaluates: a stored prompt version or an unpushed prompt file.
+Candidate = PromptRef
 
 
 @dataclass
