@@ -24,7 +24,7 @@ from llmops.db.models import EvalGate, EvalRun
 from llmops.errors import ValidationError
 from llmops.evals.datasets import load_dataset
 from llmops.evals.runner import Candidate, RunResult, ensure_eval_tenant, run_suite
-from llmops.evals.stats import PairedCI, paired_bootstrap
+from llmops.evals.stats import PairedCI, paired_bootstrap, regressed
 from llmops.evals.suites import LoadedSuite
 from llmops.gateway.core import Gateway
 from llmops.ids import new_id
@@ -92,6 +92,7 @@ def compare(suite: LoadedSuite, cand: RunResult, base: RunResult | None) -> Gate
     cand_items = cand.per_item()
     base_items = base.per_item() if base is not None else {}
     paired = sorted(set(cand_items) & set(base_items))
+    runs = [cand] if base is None or base is cand else [cand, base]
     metrics = []
     reasons = list(cand.metrics.get("failures", []))
     for scorer_spec, _ in suite.scorers:
@@ -117,8 +118,7 @@ def compare(suite: LoadedSuite, cand: RunResult, base: RunResult | None) -> Gate
                 seed=spec.seed,
             )
             comparison.ci = ci
-            bound = ci.drop_low if spec.rule == "confident_drop" else ci.drop_high
-            if bound > scorer_spec.max_drop:
+            if regressed(ci, scorer_spec.max_drop, spec.rule):
                 comparison.regressed = True
                 reasons.append(
                     f"{m}: dropped {ci.drop:+.3f} (CI of the drop {ci.drop_low:+.3f} .. "
@@ -176,9 +176,8 @@ def compare(suite: LoadedSuite, cand: RunResult, base: RunResult | None) -> Gate
         worst=[w for w in worst if float(w["score"] or 0.0) < 1.0],
         unscored=cand.metrics["unscored"],
         reasons=reasons,
-        provider_calls=cand.provider_calls + (base.provider_calls if base else 0),
-        cached_outputs=sum(1 for r in cand.results if r.cached)
-        + (sum(1 for r in base.results if r.cached) if base else 0),
+        provider_calls=sum(r.provider_calls for r in runs),
+        cached_outputs=sum(1 for r in runs for item in r.results if item.cached),
         notes=notes,
     )
 
@@ -206,31 +205,21 @@ async def run_gate(
     semaphore = asyncio.Semaphore(concurrency or suite.spec.concurrency)
     groups: list[str | None] = [*suite.spec.model_groups, None]
     group = model_group or groups[0]
-    runs = [
-        run_suite(
-            engine,
-            gateway,
-            suite,
-            candidate,
-            model_group=group,
-            semaphore=semaphore,
-            dataset=dataset,
+
+    def run(ref: Candidate) -> Any:
+        return run_suite(
+            engine, gateway, suite, ref, model_group=group, semaphore=semaphore, dataset=dataset
         )
-    ]
-    if baseline is not None:
-        runs.append(
-            run_suite(
-                engine,
-                gateway,
-                suite,
-                baseline,
-                model_group=group,
-                semaphore=semaphore,
-                dataset=dataset,
-            )
-        )
-    results = await asyncio.gather(*runs)
-    cand, base = results[0], (results[1] if baseline is not None else None)
+
+    if baseline is None:
+        cand, base = await run(candidate), None
+    elif baseline.content_hash == candidate.content_hash:
+        # The same content: one run serves as both sides (the outputs would be cached
+        # copies of each other anyway).
+        cand = await run(candidate)
+        base = cand
+    else:
+        cand, base = await asyncio.gather(run(candidate), run(baseline))
     report = compare(suite, cand, base)
     report.gate_id = new_id("gate")
     await asyncio.to_thread(_record, engine, report, candidate, baseline, actor)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["PairedCI", "paired_bootstrap"]
+__all__ = ["PairedCI", "paired_bootstrap", "regressed"]
 
 
 @dataclass(frozen=True)
@@ -72,3 +72,13 @@ def paired_bootstrap(
     )
     ci = result.confidence_interval
     return PairedCI(n, mean, float(ci.low), float(ci.high), confidence)
+
+
+def regressed(ci: PairedCI, max_drop: float, rule: str = "confident_drop") -> bool:
+    """The gate's decision on one metric.
+
+    ``confident_drop``: the whole interval shows a drop larger than ``max_drop`` (even its
+    most favourable end). ``non_inferiority``: the interval still allows such a drop.
+    """
+    bound = ci.drop_low if rule == "confident_drop" else ci.drop_high
+    return bound > max_drop + 1e-12
