@@ -21,7 +21,7 @@ from sqlmodel import Session
 
 from llmops.db.models import EvalOutputCache, EvalResult, EvalRun, Tenant
 from llmops.errors import GatewayError, LLMOpsError, RateLimited, RetryableError
-from llmops.evals.cache import OutputCache, output_key
+from llmops.evals.cache import CacheWriter, OutputCache, output_key
 from llmops.evals.datasets import Dataset, DatasetItem, load_dataset
 from llmops.evals.scorers import Score, Scorer, ScorerError
 from llmops.evals.suites import LoadedSuite
@@ -162,6 +162,7 @@ class _Run:
         self.candidate, self.model_group = candidate, model_group
         self.semaphore, self.use_cache = semaphore, use_cache
         self.cache = OutputCache(engine)
+        self.writer = CacheWriter(self.cache)
         self.run_id = new_id("evr")
         self.provider_calls = 0
         prompt = candidate.prompt
@@ -216,7 +217,7 @@ class _Run:
             cost_usd=result.cost_usd,
             latency_ms=result.latency_ms,
         )
-        await asyncio.to_thread(self.cache.put, row)
+        self.writer.add(row)
         return row, False
 
     def key(self, item: DatasetItem, trial: int) -> str:
@@ -345,11 +346,12 @@ async def run_suite(
         trials=spec.trials,
     )
     await asyncio.to_thread(_save, engine, [row])
-    results = list(
-        await asyncio.gather(
-            *(run.one(item, t, cached.get(k)) for (item, t), k in zip(pairs, keys, strict=True))
+    async with run.writer:
+        results = list(
+            await asyncio.gather(
+                *(run.one(item, t, cached.get(k)) for (item, t), k in zip(pairs, keys, strict=True))
+            )
         )
-    )
     for bad in dataset.bad:
         item_id = bad.item_id or f"line-{bad.line}"
         for t in range(spec.trials):
