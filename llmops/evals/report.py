@@ -171,11 +171,12 @@ def run_markdown(run: RunResult) -> str:
 
 def gate_junit(report: GateReport) -> str:
     """JUnit XML: one test case per metric, plus one for unscored examples."""
+    unscored_reasons = [r for r in report.reasons if "unscored" in r]
     suite = ET.Element(
         "testsuite",
         name=f"llmops-eval-gate.{report.suite}",
         tests=str(len(report.metrics) + 1),
-        failures=str(sum(1 for m in report.metrics if m.failed) + (1 if report.unscored else 0)),
+        failures=str(sum(1 for m in report.metrics if m.failed) + bool(unscored_reasons)),
         errors="0",
     )
     for m in report.metrics:
@@ -197,11 +198,12 @@ def gate_junit(report: GateReport) -> str:
     case = ET.SubElement(
         suite, "testcase", classname=f"eval.{report.suite}", name=f"{report.prompt}.unscored"
     )
-    if report.unscored:
-        failure = ET.SubElement(
-            case, "failure", message=f"{len(report.unscored)} unscored", type="UNSCORED"
-        )
-        failure.text = "\n".join(f"{u['item_id']}: {u['error']}" for u in report.unscored)
+    listing = "\n".join(f"{u['item_id']}: {u['error']}" for u in report.unscored)
+    if unscored_reasons:
+        failure = ET.SubElement(case, "failure", message=unscored_reasons[0], type="UNSCORED")
+        failure.text = listing
+    elif listing:
+        ET.SubElement(case, "system-out").text = listing
     root = ET.Element("testsuites")
     root.append(suite)
     ET.indent(root)
