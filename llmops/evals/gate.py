@@ -14,7 +14,7 @@ examples than ``max_unscored`` allows, fails the gate. Each decision is stored
 from __future__ import annotations
 
 import asyncio
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from sqlalchemy import Engine
@@ -42,6 +42,7 @@ class MetricComparison:
     threshold: float | None
     regressed: bool = False
     below_threshold: bool = False
+    reason: str = ""
 
     @property
     def failed(self) -> bool:
@@ -71,6 +72,7 @@ class GateReport:
     cached_outputs: int = 0
     gate_id: str | None = None
     notes: list[str] = field(default_factory=list)
+    run_pairs: list[tuple[str, str | None]] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -120,11 +122,15 @@ def compare(suite: LoadedSuite, cand: RunResult, base: RunResult | None) -> Gate
             comparison.ci = ci
             if regressed(ci, scorer_spec.max_drop, spec.rule):
                 comparison.regressed = True
-                reasons.append(
+                comparison.reason = (
                     f"{m}: dropped {ci.drop:+.3f} (CI of the drop {ci.drop_low:+.3f} .. "
                     f"{ci.drop_high:+.3f} at {spec.confidence:.0%}) beyond max_drop "
                     f"{scorer_spec.max_drop:g}"
                 )
+                reasons.append(comparison.reason)
+        if comparison.below_threshold and not comparison.reason:
+            shown = "n/a" if mean is None else f"{mean:.3f}"
+            comparison.reason = f"{m}: mean {shown} below threshold {scorer_spec.threshold:g}"
         metrics.append(comparison)
     by_id = {r.item_id: r for r in cand.results if r.trial == 0}
     base_by_id = {r.item_id: r for r in base.results if r.trial == 0} if base else {}
@@ -203,27 +209,69 @@ async def run_gate(
     await asyncio.to_thread(ensure_eval_tenant, gateway, engine, suite)
     dataset = load_dataset(suite.dataset_path)
     semaphore = asyncio.Semaphore(concurrency or suite.spec.concurrency)
-    groups: list[str | None] = [*suite.spec.model_groups, None]
-    group = model_group or groups[0]
+    groups: list[str | None] = [model_group] if model_group else [*suite.spec.model_groups]
+    if not groups:
+        groups = [None]  # the prompt's own model group
 
-    def run(ref: Candidate) -> Any:
-        return run_suite(
-            engine, gateway, suite, ref, model_group=group, semaphore=semaphore, dataset=dataset
-        )
+    async def pair(group: str | None) -> tuple[RunResult, RunResult | None]:
+        def run(ref: Candidate) -> Any:
+            return run_suite(
+                engine,
+                gateway,
+                suite,
+                ref,
+                model_group=group,
+                semaphore=semaphore,
+                dataset=dataset,
+            )
 
-    if baseline is None:
-        cand, base = await run(candidate), None
-    elif baseline.content_hash == candidate.content_hash:
-        # The same content: one run serves as both sides (the outputs would be cached
-        # copies of each other anyway).
-        cand = await run(candidate)
-        base = cand
-    else:
+        if baseline is None:
+            return await run(candidate), None
+        if baseline.content_hash == candidate.content_hash:
+            # The same content: one run serves as both sides (the outputs would be
+            # cached copies of each other anyway).
+            same = await run(candidate)
+            return same, same
         cand, base = await asyncio.gather(run(candidate), run(baseline))
-    report = compare(suite, cand, base)
+        return cand, base
+
+    pairs = await asyncio.gather(*(pair(g) for g in groups))
+    reports = [compare(suite, cand, base) for cand, base in pairs]
+    report = reports[0] if len(reports) == 1 else _merge(reports)
+    report.run_pairs = [(c.run_id, b.run_id if b else None) for c, b in pairs]
     report.gate_id = new_id("gate")
     await asyncio.to_thread(_record, engine, report, candidate, baseline, actor)
     return report
+
+
+def _merge(reports: list[GateReport]) -> GateReport:
+    """One report over several model groups: metrics and reasons named per group."""
+    metrics, reasons = [], []
+    regressions, worst, unscored = [], [], []
+    for r in reports:
+        group = r.model_group
+
+        def tagged(rows: list[dict[str, Any]], group: str = group) -> list[dict[str, Any]]:
+            return [{**x, "item_id": f"{x['item_id']}@{group}"} for x in rows]
+
+        for m in r.metrics:
+            metrics.append(replace(m, metric=f"{m.metric}@{group}"))
+        reasons += [f"[{group}] {reason}" for reason in r.reasons]
+        regressions += tagged(r.regressions)
+        worst += tagged(r.worst)
+        unscored += tagged(r.unscored)
+    return replace(
+        reports[0],
+        model_group=", ".join(r.model_group for r in reports),
+        metrics=metrics,
+        reasons=reasons,
+        regressions=regressions,
+        worst=worst,
+        unscored=unscored,
+        pairs=sum(r.pairs for r in reports),
+        provider_calls=sum(r.provider_calls for r in reports),
+        cached_outputs=sum(r.cached_outputs for r in reports),
+    )
 
 
 def _record(
@@ -235,10 +283,11 @@ def _record(
 ) -> None:
     assert report.gate_id is not None
     with Session(engine) as session:
-        run = session.get(EvalRun, report.candidate_run_id)
-        if run is not None:
-            run.baseline_run_id = report.baseline_run_id
-            session.add(run)
+        for cand_id, base_id in report.run_pairs:
+            run = session.get(EvalRun, cand_id)
+            if run is not None and base_id != cand_id:
+                run.baseline_run_id = base_id
+                session.add(run)
         summary = report.as_dict()
         summary["regressions"] = summary["regressions"][:50]
         session.add(

@@ -184,9 +184,8 @@ def gate_junit(report: GateReport) -> str:
             suite, "testcase", classname=f"eval.{report.suite}", name=f"{report.prompt}.{m.metric}"
         )
         if m.failed:
-            reasons = [r for r in report.reasons if r.startswith(f"{m.metric}:")]
             failure = ET.SubElement(
-                case, "failure", message="; ".join(reasons) or _status(m), type=_status(m)
+                case, "failure", message=m.reason or _status(m), type=_status(m)
             )
             failure.text = "\n".join(
                 f"{r['item_id']}: {r['baseline']:.2f} -> {r['candidate']:.2f}"

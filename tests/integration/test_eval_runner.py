@@ -374,3 +374,28 @@ async def test_bad_dataset_lines_and_missing_variables_are_recorded_not_dropped(
     with Session(db_engine) as session:
         stored = session.get(EvalRun, run.run_id)
         assert stored is not None and (stored.items_total, stored.items_unscored) == (7, 2)
+
+
+async def test_a_suite_over_two_model_groups_gates_each_and_fails_if_either_regresses(
+    db_engine: Engine, make_gateway: MakeGateway, tree: Path
+) -> None:
+    # Same good prompt on two models; the candidate asks to guess, which only the weaker
+    # model takes badly: the gate names the group that regressed.
+    config = sim_config(tree, sturdy={"error_rate": 0.05})
+    suite_path = tree / "evals" / "suites" / "triage.yaml"
+    suite_path.write_text(suite_path.read_text() + "model_groups: [fast, sturdy]\n")
+    with SimServer(SimConfig.model_validate(config)) as sim:
+        gateway = make_gateway(gateway_config(sim.base_url, sturdy="sturdy"))
+        baseline = _store(db_engine, GOOD_SYSTEM, production=True)
+        report = await run_gate(
+            db_engine, gateway, load_suite(suite_path), _file(WORSE_SYSTEM), baseline
+        )
+    assert [m.metric for m in report.metrics] == ["exact@fast", "exact@sturdy"]
+    assert [m.regressed for m in report.metrics] == [True, False]
+    assert report.reasons and all(r.startswith("[fast] exact:") for r in report.reasons)
+    assert report.model_group == "fast, sturdy" and report.pairs == 100
+    assert all(r["item_id"].endswith("@fast") for r in report.regressions)
+    with Session(db_engine) as session:
+        runs = session.exec(select(EvalRun).where(col(EvalRun.baseline_run_id).is_not(None))).all()
+        assert sorted(r.model_group for r in runs) == ["fast", "sturdy"]
+        assert session.get(EvalGate, report.gate_id).passed is False  # type: ignore[union-attr]
