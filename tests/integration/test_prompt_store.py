@@ -1,5 +1,6 @@
-"""The prompt store on SQLite and Postgres: immutable versions, labels, history, diff,
-the cached runtime resolver, and golden-set candidates sampled from real traffic."""
+"""The prompt store on SQLite and Postgres: immutable versions, resolution by label or
+version, labels, history, diff, the cached runtime resolver, and golden-set candidates
+sampled from real traffic."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session
 
+from llmops.db.models import PromptLabel
 from llmops.errors import ConfigError, ValidationError
 from llmops.evals.sample import sample_candidates
 from llmops.gateway.config import GatewayConfig
@@ -16,11 +18,59 @@ from llmops.gateway.core import ChatRequest, Gateway
 from llmops.prompts.files import PromptFile
 from llmops.prompts.labels import label_events, move_label, rollback
 from llmops.prompts.refs import resolve_ref
-from llmops.prompts.store import PromptResolver, diff, list_prompts, push, versions
+from llmops.prompts.store import (
+    PromptResolver,
+    diff,
+    list_prompts,
+    push,
+    register_version,
+    resolve_prompt,
+    versions,
+)
 from llmops.sim import SimConfig, SimServer
 
 
-def _prompt(system: str, name: str = "summarize") -> PromptFile:
+def _prompt(text: str) -> PromptFile:
+    return PromptFile(
+        name="greet",
+        model_group="chat-small",
+        messages=[{"role": "user", "content": text}],
+    )
+
+
+def test_resolve_by_label_and_version(db_engine: Engine) -> None:
+    with Session(db_engine) as session:
+        v1 = register_version(session, _prompt("Hello {{ who }}"))
+        v2 = register_version(session, _prompt("Hi {{ who }}!"))
+        assert (v1.version, v2.version) == (1, 2)
+        assert register_version(session, _prompt("Hello {{ who }}")).version == 1
+        session.add(PromptLabel(name="greet", label="production", version=1))
+        session.commit()
+
+        prod = resolve_prompt(session, "greet")
+        assert prod.version == 1
+        assert prod.prompt.render({"who": "Ada"}) == [{"role": "user", "content": "Hello Ada"}]
+        assert resolve_prompt(session, "greet", version=2).prompt.render({"who": "Ada"}) == [
+            {"role": "user", "content": "Hi Ada!"}
+        ]
+        with pytest.raises(ValidationError, match="missing variables: who"):
+            prod.prompt.render({})
+
+
+def test_resolve_unknowns_say_what_exists(db_engine: Engine) -> None:
+    with Session(db_engine) as session:
+        register_version(session, _prompt("Hello"))
+        session.add(PromptLabel(name="greet", label="staging", version=1))
+        session.commit()
+        with pytest.raises(ValidationError, match="unknown prompt 'nope'"):
+            resolve_prompt(session, "nope")
+        with pytest.raises(ValidationError, match=r"no label 'production' \(labels: staging\)"):
+            resolve_prompt(session, "greet")
+        with pytest.raises(ValidationError, match=r"no version 7 \(latest: 1\)"):
+            resolve_prompt(session, "greet", version=7)
+
+
+def _summarize(system: str, name: str = "summarize") -> PromptFile:
     return PromptFile.model_validate(
         {
             "name": name,
@@ -36,10 +86,10 @@ def _prompt(system: str, name: str = "summarize") -> PromptFile:
 
 def test_push_is_idempotent_and_versions_are_immutable(db_engine: Engine) -> None:
     with Session(db_engine) as session:
-        first = push(session, {"summarize": _prompt("Be brief.")}, author="dana", message="m1")
-        again = push(session, {"summarize": _prompt("Be brief.")}, author="lee")
-        second = push(session, {"summarize": _prompt("Be very brief.")}, author="lee")
-        back = push(session, {"summarize": _prompt("Be brief.")}, author="lee")
+        first = push(session, {"summarize": _summarize("Be brief.")}, author="dana", message="m1")
+        again = push(session, {"summarize": _summarize("Be brief.")}, author="lee")
+        second = push(session, {"summarize": _summarize("Be very brief.")}, author="lee")
+        back = push(session, {"summarize": _summarize("Be brief.")}, author="lee")
         session.commit()
         assert [(p.version, p.created) for p in first + again + second + back] == [
             (1, True),
@@ -58,8 +108,8 @@ def test_push_is_idempotent_and_versions_are_immutable(db_engine: Engine) -> Non
 
 def test_labels_history_diff_and_rollback(db_engine: Engine) -> None:
     with Session(db_engine) as session:
-        push(session, {"summarize": _prompt("Be brief.")}, author="a")
-        push(session, {"summarize": _prompt("Be very brief.")}, author="a")
+        push(session, {"summarize": _summarize("Be brief.")}, author="a")
+        push(session, {"summarize": _summarize("Be very brief.")}, author="a")
         move_label(session, "summarize", "staging", 2, actor="dana", reason="try")
         move_label(session, "summarize", "production", 1, actor="dana")
         move_label(session, "summarize", "production", 2, actor="lee")
@@ -102,7 +152,7 @@ def test_refs_name_versions_labels_and_files(db_engine: Engine, tmp_path: Path) 
     wrong = tmp_path / "other.yaml"
     wrong.write_text("name: other\nmodel_group: fast\nmessages:\n  - {role: user, content: hi}\n")
     with Session(db_engine) as session:
-        push(session, {"summarize": _prompt("Be brief.")}, author="a")
+        push(session, {"summarize": _summarize("Be brief.")}, author="a")
         assert resolve_ref(session, "summarize", "1").version == 1
         unpushed = resolve_ref(session, "summarize", str(path))
         assert unpushed.version is None and unpushed.label.endswith("(not pushed)")
@@ -116,8 +166,8 @@ def test_the_resolver_caches_briefly(db_engine: Engine) -> None:
     now = [0.0]
     resolver = PromptResolver(db_engine, ttl_s=5.0, clock=lambda: now[0])
     with Session(db_engine) as session:
-        push(session, {"summarize": _prompt("Be brief.")}, author="a")
-        push(session, {"summarize": _prompt("Be very brief.")}, author="a")
+        push(session, {"summarize": _summarize("Be brief.")}, author="a")
+        push(session, {"summarize": _summarize("Be very brief.")}, author="a")
         move_label(session, "summarize", "production", 1, actor="a")
         session.commit()
     assert resolver.resolve("summarize").version == 1
@@ -134,7 +184,7 @@ def test_the_resolver_caches_briefly(db_engine: Engine) -> None:
 async def test_sampled_candidates_come_from_logged_traffic_as_variables(
     db_engine: Engine,
 ) -> None:
-    prompt = _prompt("Be brief.")
+    prompt = _summarize("Be brief.")
     with SimServer(SimConfig()) as sim:
         dep = {"id": "d", "model": "openai/gpt-4o-mini", "api_base": sim.base_url, "api_key": "k"}
         config = GatewayConfig.model_validate(
