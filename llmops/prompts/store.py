@@ -75,14 +75,7 @@ def resolve_prompt(
             have = ", ".join(sorted(known)) or "none"
             raise ValidationError(f"prompt {name!r} has no label {wanted!r} (labels: {have})")
         version = row.version
-    stored = session.exec(
-        select(PromptVersion).where(PromptVersion.name == name, PromptVersion.version == version)
-    ).first()
-    if stored is None:
-        latest = _latest(session, name)
-        if latest is None:
-            raise ValidationError(f"unknown prompt {name!r}")
-        raise ValidationError(f"prompt {name!r} has no version {version} (latest: {latest})")
+    stored = get_version(session, name, version)
     return ResolvedPrompt(
         name=name,
         version=stored.version,
