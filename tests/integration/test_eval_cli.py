@@ -151,3 +151,49 @@ def test_the_ci_workflow_gates_every_suite_on_prompt_and_eval_changes() -> None:
     assert "llmops eval gate --suite" in script and "--junit" in script
     assert "--baseline" in script and 'exit "$worst"' in script
     assert any("uv sync --locked" in s.get("run", "") for s in steps)
+
+
+def test_a_killed_run_resumes_from_the_cache(
+    tmp_path: Path, cli_env: Callable[[str], dict[str, str]], run_llmops: Callable[..., Any]
+) -> None:
+    import signal
+    import sqlite3
+    import subprocess
+    import sys
+    import time
+
+    config = {
+        "seed": 7,
+        "datasets": [str(REPO / "evals" / "datasets" / "*.jsonl")],
+        "default": {"ttft_ms": 150, "tokens_per_s": 0},
+    }
+    with SimServer(SimConfig.model_validate(config)) as sim:
+        env = cli_env(sim.base_url)
+        argv = [str(Path(sys.executable).parent / "llmops"), "eval", "run"]
+        argv += ["--suite", "ticket_triage", "--candidate", "prompts/classify.yaml"]
+        proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, text=True)
+        db = tmp_path / "data" / "ops.db"
+
+        def cached() -> int:
+            try:
+                with sqlite3.connect(db) as con:
+                    return int(con.execute("SELECT count(*) FROM eval_output_cache").fetchone()[0])
+            except sqlite3.OperationalError:  # not created yet
+                return 0
+
+        deadline = time.monotonic() + 120
+        while cached() < 5 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        done = cached()
+        assert 5 <= done < 30, done
+        calls_before = sim.stats()["total"]
+
+        rerun = run_llmops(
+            env, "eval", "run", "--suite", "ticket_triage", "--candidate", "prompts/classify.yaml"
+        )
+        assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+        assert f"{30 - done} provider calls" in rerun.stdout
+        assert sim.stats()["total"] - calls_before == 30 - done
+        assert cached() == 30
