@@ -399,3 +399,58 @@ async def test_a_suite_over_two_model_groups_gates_each_and_fails_if_either_regr
         runs = session.exec(select(EvalRun).where(col(EvalRun.baseline_run_id).is_not(None))).all()
         assert sorted(r.model_group for r in runs) == ["fast", "sturdy"]
         assert session.get(EvalGate, report.gate_id).passed is False  # type: ignore[union-attr]
+
+
+async def test_structured_output_scored_by_schema_and_fields(
+    db_engine: Engine, make_gateway: MakeGateway, tmp_path: Path
+) -> None:
+    schema = {
+        "type": "object",
+        "properties": {"queue": {"type": "string"}, "priority": {"type": "integer"}},
+        "required": ["queue", "priority"],
+    }
+    evals = tmp_path / "evals"
+    for sub in ("datasets", "suites"):
+        (evals / sub).mkdir(parents=True)
+    lines = [
+        {
+            "id": f"x{i}",
+            "input": {"ticket": f"[X{i:02d}] the app is down"},
+            "expected": {"queue": LABELS[i % 4], "priority": i % 3},
+        }
+        for i in range(20)
+    ]
+    (evals / "datasets" / "extract.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    (evals / "suites" / "extract.yaml").write_text(
+        "name: extract\nprompt: extract\ndataset: extract\nscorers:\n"
+        "  - {name: json_valid, threshold: 1.0}\n"
+        f"  - {{name: json_schema, params: {{schema: {json.dumps(schema)}}}}}\n"
+        "  - {name: json_match, weight: 2, threshold: 0.8}\n"
+    )
+    prompt = PromptFile.model_validate(
+        {
+            "name": "extract",
+            "model_group": "fast",
+            "params": {"temperature": 0, "max_tokens": 40, "json_schema": schema},
+            "messages": [{"role": "user", "content": "Extract queue and priority: {{ ticket }}"}],
+        }
+    )
+    config = {
+        "seed": 2,
+        "datasets": [str(evals / "datasets" / "*.jsonl")],
+        "models": {"gpt-4o-mini": {"error_rate": 0.25}},
+    }
+    with SimServer(SimConfig.model_validate(config)) as sim:
+        gateway = make_gateway(gateway_config(sim.base_url))
+        run = await run_suite(
+            db_engine,
+            gateway,
+            load_suite(evals / "suites" / "extract.yaml"),
+            PromptRef(prompt, None, "file"),
+        )
+    metrics = run.metrics["metrics"]
+    assert metrics["json_valid"]["mean"] == 1.0 and metrics["json_schema"]["mean"] == 1.0
+    wrong = [r for r in run.results if not r.scores["json_match"]["passed"]]
+    assert 2 <= len(wrong) <= 10  # the simulator's 25% error rate, one field off each
+    assert all(r.scores["json_match"]["score"] == 0.5 for r in wrong)
+    assert metrics["json_match"]["mean"] == pytest.approx(1 - 0.5 * len(wrong) / 20)
