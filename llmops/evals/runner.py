@@ -17,6 +17,7 @@ from decimal import Decimal
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from llmops.db.models import EvalOutputCache, EvalResult, EvalRun, Tenant
@@ -108,7 +109,7 @@ def ensure_eval_tenant(gateway: Gateway, engine: Engine, suite: LoadedSuite) -> 
             session.add(Tenant(id=EVAL_TENANT, name="Evals (llmops eval)"))
             try:
                 session.commit()
-            except Exception:  # created concurrently by another run
+            except IntegrityError:  # created concurrently by another run
                 session.rollback()
     spec = suite.spec
     gateway.budgets.set_cap(
