@@ -76,6 +76,10 @@ class LlmJudge(Scorer):
     async def ascore(self, output: str, item: DatasetItem) -> Score:
         if self.call is None:
             raise ScorerError("llm_judge has no gateway to call")
-        reply = await self.call(judge_messages(self.rubric, item, output), self.model_group)
+        return await self.grade(self.call, output, item)
+
+    async def grade(self, call: JudgeCall, output: str, item: DatasetItem) -> Score:
+        """Score ``output`` by asking the judge through ``call``."""
+        reply = await call(judge_messages(self.rubric, item, output), self.model_group)
         score, reason = parse_verdict(reply)
         return Score(score, score >= self.pass_at, reason)

@@ -21,9 +21,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from llmops.db.models import EvalOutputCache, EvalResult, EvalRun, Tenant
-from llmops.errors import GatewayError, LLMOpsError, RateLimited, RetryableError
+from llmops.errors import ConfigError, GatewayError, LLMOpsError, RateLimited, RetryableError
 from llmops.evals.cache import CacheWriter, OutputCache, output_key
 from llmops.evals.datasets import Dataset, DatasetItem, load_dataset
+from llmops.evals.judge import LlmJudge
 from llmops.evals.scorers import Score, Scorer, ScorerError
 from llmops.evals.suites import LoadedSuite
 from llmops.gateway.core import ChatRequest, Gateway
@@ -166,6 +167,7 @@ class _Run:
         self.writer = CacheWriter(self.cache)
         self.run_id = new_id("evr")
         self.provider_calls = 0
+        self.judge_cost = Decimal(0)
         prompt = candidate.prompt
         self.params = prompt.call_params()
         self.key_params = {**prompt.params, "_call": self.params}
@@ -182,6 +184,7 @@ class _Run:
         )
         async with self.semaphore:
             result = await self.gateway.chat(request)
+        self.judge_cost += result.cost_usd
         return result.text
 
     async def output(self, item: DatasetItem, trial: int, cached: EvalOutputCache | None) -> Any:
@@ -250,6 +253,8 @@ class _Run:
         for spec, scorer in self.suite.scorers:
 
             async def score(scorer: Scorer = scorer) -> Score:
+                if isinstance(scorer, LlmJudge):  # through this run's gateway and cap
+                    return await scorer.grade(self.judge, row.output, item)
                 return await scorer.ascore(row.output, item)
 
             try:
@@ -331,7 +336,14 @@ async def run_suite(
         semaphore or asyncio.Semaphore(spec.concurrency),
         use_cache,
     )
-    suite.bind_judge(run.judge)
+    missing = (suite.model_groups_used() | {group}) - set(gateway.config.model_groups)
+    if missing:
+        known = ", ".join(sorted(gateway.config.model_groups))
+        raise ConfigError(
+            str(suite.path),
+            "model_groups",
+            f"unknown model group {sorted(missing)[0]!r} in the gateway config (known: {known})",
+        )
     pairs = [(item, t) for item in dataset.items for t in range(spec.trials)]
     keys = [run.key(item, t) for item, t in pairs]
     cached = await asyncio.to_thread(run.cache.get_many, keys) if use_cache else {}
@@ -361,7 +373,7 @@ async def run_suite(
     total = len(dataset.items) + len(dataset.bad)
     failures = absolute_failures(suite, metrics, total * spec.trials)
     metrics["failures"] = failures
-    cost = sum((r.cost_usd for r in results), Decimal(0))
+    cost = sum((r.cost_usd for r in results), run.judge_cost)
     row.metrics = metrics
     row.passed = not failures
     row.status = "completed"

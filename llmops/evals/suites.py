@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from llmops.configfile import load_yaml_model
 from llmops.errors import ConfigError
-from llmops.evals.judge import JudgeCall, LlmJudge
+from llmops.evals.judge import LlmJudge
 from llmops.evals.scorers import BUILTIN, Custom, Scorer, load_custom
 
 __all__ = ["LoadedSuite", "ScorerSpec", "SuiteFile", "load_suite", "suite_paths"]
@@ -96,11 +96,11 @@ class LoadedSuite:
     def dataset_path(self) -> Path:
         return self.evals_dir / "datasets" / f"{self.spec.dataset}.jsonl"
 
-    def bind_judge(self, call: JudgeCall) -> None:
-        """Give every LLM-judge scorer the function that reaches the judge model."""
-        for _, scorer in self.scorers:
-            if isinstance(scorer, LlmJudge):
-                scorer.call = call
+    def model_groups_used(self) -> set[str]:
+        """Model groups the suite itself names (its own and its judges')."""
+        groups = set(self.spec.model_groups)
+        groups |= {s.model_group for _, s in self.scorers if isinstance(s, LlmJudge)}
+        return groups
 
     @property
     def has_judge(self) -> bool:

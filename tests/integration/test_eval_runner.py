@@ -16,7 +16,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session, col, func, select
 
 from llmops.db.models import EvalGate, EvalOutputCache, EvalResult, EvalRun, RequestLog, SpendCap
-from llmops.errors import ValidationError
+from llmops.errors import ConfigError, ValidationError
 from llmops.evals.gate import run_gate
 from llmops.evals.runner import run_suite
 from llmops.evals.suites import load_suite
@@ -454,3 +454,17 @@ async def test_structured_output_scored_by_schema_and_fields(
     assert 2 <= len(wrong) <= 10  # the simulator's 25% error rate, one field off each
     assert all(r.scores["json_match"]["score"] == 0.5 for r in wrong)
     assert metrics["json_match"]["mean"] == pytest.approx(1 - 0.5 * len(wrong) / 20)
+
+
+async def test_a_suite_naming_an_unknown_model_group_fails_before_any_call(
+    db_engine: Engine, make_gateway: MakeGateway, tree: Path, sim: SimServer
+) -> None:
+    suite_path = tree / "evals" / "suites" / "triage.yaml"
+    judge = "  - {name: llm_judge, params: {model_group: grader, rubric: Same.}}\n"
+    suite_path.write_text(suite_path.read_text() + judge)
+    gateway = make_gateway(gateway_config(sim.base_url))
+    with pytest.raises(ConfigError) as info:
+        await run_suite(db_engine, gateway, load_suite(suite_path), _file(GOOD_SYSTEM))
+    assert info.value.file == str(suite_path)
+    assert "unknown model group 'grader'" in info.value.reason
+    assert sim.stats()["total"] == 0
