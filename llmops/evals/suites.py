@@ -21,7 +21,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
 
 from llmops.configfile import load_yaml_model
 from llmops.errors import ConfigError
@@ -34,8 +34,13 @@ __all__ = ["LoadedSuite", "ScorerSpec", "SuiteFile", "load_suite", "suite_paths"
 class ScorerSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str = Field(min_length=1)
-    id: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9_\-]{0,63}$")
+    # `type` and `metric` are accepted for `name` and `id` (promptfoo and Langfuse wording).
+    name: str = Field(min_length=1, validation_alias=AliasChoices("name", "type"))
+    id: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9][a-z0-9_\-]{0,63}$",
+        validation_alias=AliasChoices("id", "metric"),
+    )
     weight: float = Field(default=1.0, gt=0)
     threshold: float | None = Field(default=None, ge=0, le=1)
     max_drop: float = Field(default=0.02, ge=0, le=1)
