@@ -64,17 +64,23 @@ def move_label(
 
 
 def passing_gate(session: Session, name: str, version: int) -> EvalGate | None:
-    """The latest passing gate whose candidate is exactly this version's content."""
+    """The gate that justifies promoting this version's exact content, or None.
+
+    Every suite that gated this content must have passed on its latest gate: a version
+    that passed one suite and failed another is not promotable (without ``--force``).
+    """
     stored = get_version(session, name, version)
-    return session.exec(
+    gates = session.exec(
         select(EvalGate)
-        .where(
-            EvalGate.prompt_name == name,
-            EvalGate.candidate_hash == stored.content_hash,
-            EvalGate.passed == True,  # noqa: E712 - SQL comparison
-        )
-        .order_by(col(EvalGate.created_at).desc())
-    ).first()
+        .where(EvalGate.prompt_name == name, EvalGate.candidate_hash == stored.content_hash)
+        .order_by(col(EvalGate.created_at).desc(), col(EvalGate.id).desc())
+    ).all()
+    latest: dict[str, EvalGate] = {}
+    for gate in gates:
+        latest.setdefault(gate.suite, gate)
+    if not latest or not all(g.passed for g in latest.values()):
+        return None
+    return max(latest.values(), key=lambda g: (g.created_at, g.id))
 
 
 def promote(
@@ -91,9 +97,9 @@ def promote(
     gate = passing_gate(session, name, version)
     if gate is None and not force:
         raise ValidationError(
-            f"prompt {name!r} version {version} has no passing eval gate: run "
-            f"`llmops eval gate --suite <suite> --candidate {version}` first, "
-            "or pass --force (recorded in the label history)"
+            f"prompt {name!r} version {version} has no passing eval gate (every suite that "
+            f"gated it must pass): run `llmops eval gate --suite <suite> --candidate "
+            f"{version}` first, or pass --force (recorded in the label history)"
         )
     if gate is None:
         reason = reason or "forced without a passing gate"

@@ -222,3 +222,41 @@ async def test_sampled_candidates_come_from_logged_traffic_as_variables(
         sample_candidates(db_engine, "ticket-summary", 2, prompt=prompt, seed=1)
     )
     assert len(sample_candidates(db_engine, "ticket-summary", 2, prompt=prompt)) == 2
+
+
+def test_promotion_needs_every_suite_that_gated_the_version_to_have_passed(
+    db_engine: Engine,
+) -> None:
+    from datetime import timedelta
+
+    from llmops.db.models import EvalGate
+    from llmops.ids import utcnow
+    from llmops.prompts.labels import passing_gate, promote
+
+    start = utcnow()
+
+    def gate(gate_id: str, suite: str, passed: bool, minutes: int, content: str) -> EvalGate:
+        return EvalGate(
+            id=gate_id,
+            suite=suite,
+            prompt_name="summarize",
+            candidate_hash=content,
+            candidate_run_id="r",
+            passed=passed,
+            created_at=start + timedelta(minutes=minutes),
+        )
+
+    with Session(db_engine) as session:
+        (pushed,) = push(session, {"summarize": _summarize("Be brief.")}, author="a")
+        h = pushed.content_hash
+        session.add_all([gate("g1", "accuracy", True, 1, h), gate("g2", "tone", False, 2, h)])
+        session.add(gate("g0", "tone", True, 3, "another-content"))
+        session.commit()
+        assert passing_gate(session, "summarize", 1) is None
+        with pytest.raises(ValidationError, match="every suite that gated it must pass"):
+            promote(session, "summarize", 1, actor="dana")
+        session.add(gate("g3", "tone", True, 4, h))
+        session.commit()
+        chosen = passing_gate(session, "summarize", 1)
+        assert chosen is not None and chosen.id == "g3"
+        assert promote(session, "summarize", 1, actor="dana").eval_run_id == "g3"
