@@ -13,7 +13,9 @@ import typer
 from llmops.cli_alerts import alerts_app
 from llmops.cli_blocks import blocks_app
 from llmops.cli_caps import caps_app
+from llmops.cli_eval import eval_app
 from llmops.cli_gateway import gateway_app, tenants_app
+from llmops.cli_prompts import prompts_app
 from llmops.cli_report import report_app
 from llmops.cli_stack import stack_app
 from llmops.errors import LLMOpsError
@@ -34,6 +36,8 @@ app.add_typer(blocks_app, name="blocks")
 app.add_typer(stack_app, name="stack")
 app.add_typer(alerts_app, name="alerts")
 app.add_typer(report_app, name="report")
+app.add_typer(prompts_app, name="prompts")
+app.add_typer(eval_app, name="eval")
 
 
 def _fail(message: str) -> typer.Exit:

@@ -9,9 +9,10 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from llmops.db.models import Feature, Tenant
+from llmops.db.models import Feature, PromptLabel, Tenant
 from llmops.gateway.batch import BatchItem
 from llmops.prompts.files import PromptFile
+from llmops.prompts.labels import promote
 from llmops.prompts.store import register_version
 
 TENANTS = [
@@ -39,7 +40,8 @@ _TICKETS = [
 
 
 def seed(engine: Engine, prompts: dict[str, PromptFile]) -> dict[str, int]:
-    """Create the demo tenants, features and prompt versions; safe to run again."""
+    """Create the demo tenants, features, prompt versions and first production labels;
+    safe to run again."""
     with Session(engine) as session:
         for tenant_id, name, plan in TENANTS:
             if session.get(Tenant, tenant_id) is None:
@@ -58,6 +60,11 @@ def seed(engine: Engine, prompts: dict[str, PromptFile]) -> dict[str, int]:
             for name, prompt in prompts.items()
         }
         result = {name: v.version for name, v in versions.items()}
+        for name, version in result.items():
+            if session.get(PromptLabel, (name, "production")) is None:
+                # No gate has run on a fresh install: the first production label is forced,
+                # and the label history says so.
+                promote(session, name, version, actor="demo", force=True, reason="demo seed")
         session.commit()
     return result
 

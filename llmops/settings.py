@@ -60,6 +60,14 @@ class Settings(BaseSettings):
         description="Gateway config: model groups, deployments, price book.",
     )
     prompts_dir: Path = Field(default=Path("prompts"), description="Prompt files (*.yaml).")
+    evals_dir: Path = Field(
+        default=Path("evals"),
+        description="Eval content: datasets/*.jsonl, suites/*.yaml, scorers/*.py.",
+    )
+    actor: str | None = Field(
+        default=None,
+        description="Who moves prompt labels and runs gates (audit). Default: the OS user.",
+    )
     reports_dir: Path = Field(
         default=Path("reports"), description="Report content: queries/*.sql, notebooks."
     )

@@ -121,6 +121,7 @@ class PromptLabelEvent(SQLModel, table=True):
     actor: str = Field(default="", max_length=200)
     eval_run_id: str | None = Field(default=None, max_length=40)
     reason: str = Field(default="", max_length=1000)
+    forced: bool = Field(default=False)
     created_at: datetime = _ts()
 
 
@@ -313,28 +314,38 @@ class StripeSyncLedger(SQLModel, table=True):
 
 
 class EvalRun(SQLModel, table=True):
-    """One run of an eval suite against a prompt version and model."""
+    """One run of an eval suite against a prompt version (or an unpushed file) and model."""
 
     __tablename__ = "eval_runs"
 
     id: str = Field(primary_key=True, max_length=40)
     suite: str = Field(max_length=100, index=True)
     prompt_name: str = Field(max_length=100)
-    prompt_version: int
+    prompt_version: int | None = None  # None: a prompt file not pushed to the store
+    prompt_hash: str = Field(default="", max_length=64, index=True)
     model_group: str = Field(max_length=100)
     dataset_name: str = Field(max_length=100)
     dataset_hash: str = Field(max_length=64)
+    trials: int = Field(default=1)
     status: str = Field(default="running", max_length=16)
     baseline_run_id: str | None = Field(default=None, max_length=40)
     metrics: dict[str, Any] | None = _json()
     passed: bool | None = None
+    items_total: int = Field(default=0)
+    items_unscored: int = Field(default=0)
+    provider_calls: int = Field(default=0)
     cost_usd: Decimal = _money()
     started_at: datetime = _ts()
     finished_at: datetime | None = _ts(nullable=True)
 
 
 class EvalResult(SQLModel, table=True):
-    """One scored output: a dataset item and trial within an eval run."""
+    """One scored output: a dataset item and trial within an eval run.
+
+    ``status`` is ``scored`` or ``unscored`` (the item could not be run or scored: bad
+    dataset line, missing variable, provider or judge failure after retries); an unscored
+    item never counts as a pass, and ``error`` says why.
+    """
 
     __tablename__ = "eval_results"
     __table_args__ = (UniqueConstraint("run_id", "item_id", "trial", name="uq_eval_results_item"),)
@@ -343,6 +354,8 @@ class EvalResult(SQLModel, table=True):
     run_id: str = Field(foreign_key="eval_runs.id", max_length=40, index=True)
     item_id: str = Field(max_length=200)
     trial: int = 0
+    status: str = Field(default="scored", max_length=16)
+    error: str | None = Field(default=None, sa_type=Text)
     output: str | None = Field(default=None, sa_type=Text)
     scores: dict[str, Any] | None = _json()
     score: float = 0.0
@@ -390,3 +403,43 @@ class Alert(SQLModel, table=True):
     delivered_at: datetime | None = _ts(nullable=True)
     delivery_attempts: int = Field(default=0)
     delivery_error: str | None = Field(default=None, sa_type=Text)
+
+
+class EvalOutputCache(SQLModel, table=True):
+    """A model output for (prompt version hash, dataset item hash, model group, params,
+    trial): a rerun of unchanged inputs, or a resumed run, makes no provider call."""
+
+    __tablename__ = "eval_output_cache"
+
+    key: str = Field(primary_key=True, max_length=64)
+    prompt_hash: str = Field(max_length=64)
+    item_hash: str = Field(max_length=64)
+    model_group: str = Field(max_length=100)
+    trial: int = 0
+    output: str = Field(sa_type=Text)
+    request_id: str | None = Field(default=None, max_length=40)
+    cost_usd: Decimal = _money()
+    latency_ms: int = 0
+    created_at: datetime = _ts()
+
+
+class EvalGate(SQLModel, table=True):
+    """One gate decision: a candidate prompt against a baseline on a suite.
+
+    Promotion of a version requires a passing gate whose candidate hash is that version's.
+    """
+
+    __tablename__ = "eval_gates"
+
+    id: str = Field(primary_key=True, max_length=40)
+    suite: str = Field(max_length=100, index=True)
+    prompt_name: str = Field(max_length=100, index=True)
+    candidate_hash: str = Field(max_length=64, index=True)
+    candidate_version: int | None = None
+    baseline_version: int | None = None
+    candidate_run_id: str = Field(max_length=40)
+    baseline_run_id: str | None = Field(default=None, max_length=40)
+    passed: bool = False
+    report: dict[str, Any] | None = _json()
+    actor: str = Field(default="", max_length=200)
+    created_at: datetime = _ts()

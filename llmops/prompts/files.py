@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 import jinja2
 import jinja2.meta
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from llmops.configfile import load_yaml_model
 from llmops.errors import ConfigError, ValidationError
@@ -38,6 +38,31 @@ class PromptFile(BaseModel):
     model_group: str
     messages: list[PromptMessage] = Field(min_length=1)
     params: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("params")
+    @classmethod
+    def _check_params(cls, params: dict[str, Any]) -> dict[str, Any]:
+        unknown = set(params) - set(_PARAM_CHECKS)
+        if unknown:
+            known = ", ".join(sorted(_PARAM_CHECKS))
+            raise ValueError(f"unknown parameter {sorted(unknown)[0]!r} (known: {known})")
+        for key, value in params.items():
+            reason = _PARAM_CHECKS[key](value)
+            if reason:
+                raise ValueError(f"{key}: {reason}")
+        return params
+
+    def call_params(self) -> dict[str, Any]:
+        """Provider parameters beyond temperature and max_tokens (``json_schema`` becomes
+        an OpenAI ``response_format``)."""
+        extra = {k: v for k, v in self.params.items() if k not in ("temperature", "max_tokens")}
+        schema = extra.pop("json_schema", None)
+        if schema is not None:
+            extra["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": self.name.replace("-", "_"), "schema": schema},
+            }
+        return extra
 
     @cached_property
     def content_hash(self) -> str:
@@ -67,6 +92,58 @@ class PromptFile(BaseModel):
             {"role": m.role, "content": _ENV.from_string(m.content).render(**variables)}
             for m in self.messages
         ]
+
+
+def _number(low: float, high: float) -> Any:
+    def check(value: Any) -> str | None:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        return None if ok and low <= value <= high else f"must be a number in [{low}, {high}]"
+
+    return check
+
+
+def _positive_int(value: Any) -> str | None:
+    ok = isinstance(value, int) and not isinstance(value, bool) and value > 0
+    return None if ok else "must be a positive integer"
+
+
+def _response_format(value: Any) -> str | None:
+    if isinstance(value, dict) and isinstance(value.get("type"), str):
+        return None
+    return "must be a mapping with a type (text, json_object or json_schema)"
+
+
+def _json_schema(value: Any) -> str | None:
+    import jsonschema
+
+    if not isinstance(value, dict):
+        return "must be a JSON Schema mapping"
+    try:
+        jsonschema.Draft202012Validator.check_schema(value)
+    except jsonschema.SchemaError as exc:
+        return f"not a valid JSON Schema: {exc.message}"
+    return None
+
+
+def _stop(value: Any) -> str | None:
+    ok = isinstance(value, str) or (
+        isinstance(value, list) and all(isinstance(v, str) for v in value)
+    )
+    return None if ok else "must be a string or a list of strings"
+
+
+#: Accepted ``params`` and their checks (a reason string when invalid).
+_PARAM_CHECKS: dict[str, Any] = {
+    "temperature": _number(0, 2),
+    "top_p": _number(0, 1),
+    "max_tokens": _positive_int,
+    "seed": lambda v: (
+        None if isinstance(v, int) and not isinstance(v, bool) else "must be an integer"
+    ),
+    "stop": _stop,
+    "response_format": _response_format,
+    "json_schema": _json_schema,
+}
 
 
 def load_prompt(path: Path) -> PromptFile:

@@ -8,6 +8,7 @@ The YAML (``config/sim.yaml``) and the JSON body of ``POST /_sim/config`` share 
     default: {<profile>}     # applies to every model not listed under `models`
     models:
       gpt-4o-mini: {<profile>}
+    datasets: [evals/datasets/*.jsonl]   # items the sim answers (error_rate per profile)
 
 A model profile is complete on its own: it does not inherit from ``default``. Any
 validation failure raises :class:`llmops.errors.ConfigError` naming the file and field.
@@ -34,7 +35,7 @@ from pydantic import (
 
 from llmops.errors import ConfigError
 
-__all__ = ["FailFirst", "LatencyDist", "Profile", "ResponseRule", "SimConfig"]
+__all__ = ["FailFirst", "LatencyDist", "Profile", "QualityRule", "ResponseRule", "SimConfig"]
 
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 _Z95 = 1.6448536269514722  # standard normal quantile at 0.95
@@ -117,6 +118,14 @@ class FailFirst(_Strict):
     status: int = Field(default=503, ge=400, le=599)
 
 
+class QualityRule(_Strict):
+    """Requests whose text matches ``match`` (a regex) get dataset answers wrong at
+    ``error_rate`` instead of the profile's: a worse prompt, simulated."""
+
+    match: re.Pattern[str]
+    error_rate: Probability
+
+
 class Profile(_Strict):
     """How one model behaves: latency, faults, output shape and usage details."""
 
@@ -133,6 +142,10 @@ class Profile(_Strict):
     cached_tokens_ratio: Probability = 0.0
     reasoning_tokens: int = Field(default=0, ge=0)
     stream_chunk_tokens: int = Field(default=4, ge=1)
+    error_rate: Probability = Field(
+        default=0.0, description="share of dataset items answered wrongly (see sim/answers.py)"
+    )
+    quality: list[QualityRule] = Field(default_factory=list)
 
     @field_validator("errors")
     @classmethod
@@ -159,6 +172,9 @@ class SimConfig(_Strict):
     api_key: str | None = None
     default: Profile = Field(default_factory=Profile)
     models: dict[str, Profile] = Field(default_factory=dict)
+    datasets: list[str] = Field(
+        default_factory=list, description="JSONL dataset globs whose items the sim answers"
+    )
 
     @model_validator(mode="wrap")
     @classmethod

@@ -166,24 +166,28 @@ def complete(
     messages: Sequence[Mapping[str, Any]],
     profile: Profile,
     max_tokens: int | None = None,
+    answer: str | None = None,
 ) -> Completion:
     """The deterministic answer of ``profile`` to (model, messages), capped at max_tokens.
 
-    Reply source, first that applies: a matching ``responses`` rule, ``echo`` (the last
-    user message), else generated prose whose length is drawn, from a seed derived from
+    Reply source, first that applies: a matching ``responses`` rule, ``answer`` (a
+    dataset or judge answer, see :mod:`llmops.sim.answers`), ``echo`` (the last user
+    message), else generated prose whose length is drawn, from a seed derived from
     the request, between ``min_output_tokens`` and ``max_output_tokens``. Reasoning
     tokens count toward completion tokens and the cap, as with OpenAI reasoning models.
     """
     prompt_tokens = count_message_tokens(messages)
     pieces: list[str] | None = None
-    if profile.responses or profile.echo:
+    if profile.responses:
         user_text = last_user_text(messages)
         for rule in profile.responses:
             if rule.match.search(user_text):
                 pieces = split_tokens(rule.reply)
                 break
-        if pieces is None and profile.echo:
-            pieces = split_tokens(user_text)
+    if pieces is None and answer is not None:
+        pieces = split_tokens(answer)
+    if pieces is None and profile.echo:
+        pieces = split_tokens(last_user_text(messages))
     if pieces is None:
         rng = _request_rng(model, messages)
         n = rng.randint(profile.min_output_tokens, profile.max_output_tokens)

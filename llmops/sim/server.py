@@ -20,6 +20,7 @@ import orjson
 from aiohttp import web
 
 from llmops.errors import ConfigError
+from llmops.sim.answers import DatasetAnswers, judge_reply
 from llmops.sim.config import Profile, SimConfig
 from llmops.sim.engine import Completion, FaultInjector, Stats, complete
 
@@ -44,6 +45,7 @@ class SimState:
 
     def __init__(self, config: SimConfig) -> None:
         self.config = config
+        self.answers = DatasetAnswers.load(config.datasets, config.seed)
         self.faults = FaultInjector(config.seed)
         self.stats = Stats()
         self.closing = asyncio.Event()
@@ -51,6 +53,7 @@ class SimState:
     def configure(self, config: SimConfig) -> None:
         """Replace the config; reseeds faults and restarts ``fail_first`` (stats are kept)."""
         self.config = config
+        self.answers = DatasetAnswers.load(config.datasets, config.seed)
         self.faults.reset(config.seed)
 
     def reset(self) -> None:
@@ -169,7 +172,8 @@ async def _chat_completions(request: web.Request) -> web.StreamResponse:
         state.stats.record(model, decision.status)
         return _fault(decision.status, model, profile)
 
-    completion = complete(model, messages, profile, max_tokens)
+    answer = judge_reply(messages) or state.answers.reply(messages, profile)
+    completion = complete(model, messages, profile, max_tokens, answer)
     state.stats.record(model, 200)
     state.stats.record_tokens(model, completion.prompt_tokens, completion.completion_tokens)
     ttft_s = 0.0 if profile.ttft_ms.is_zero else state.faults.sample_ms(profile.ttft_ms) / 1000

@@ -156,3 +156,40 @@ def test_load_prompts_keys_by_file_name(tmp_path: Path) -> None:
     _write(tmp_path, "classify", SUMMARIZE.replace("name: summarize", "name: classify"))
     (tmp_path / "notes.txt").write_text("not a prompt", encoding="utf-8")
     assert sorted(load_prompts(tmp_path)) == ["classify", "summarize"]
+
+
+@pytest.mark.parametrize(
+    ("params", "reason"),
+    [
+        ({"temperature": 3}, "temperature: must be a number in [0, 2]"),
+        ({"max_tokens": 0}, "max_tokens: must be a positive integer"),
+        ({"top_k": 5}, "unknown parameter 'top_k'"),
+        ({"json_schema": {"type": "nope"}}, "json_schema: not a valid JSON Schema"),
+        ({"response_format": "json"}, "response_format: must be a mapping"),
+    ],
+)
+def test_bad_params_name_the_file_field_and_reason(
+    tmp_path: Path, params: dict[str, object], reason: str
+) -> None:
+    body = yaml.safe_load(SUMMARIZE)
+    body["params"] = params
+    path = tmp_path / "summarize.yaml"
+    path.write_text(yaml.safe_dump(body))
+    with pytest.raises(ConfigError) as info:
+        load_prompt(path)
+    assert info.value.file == str(path)
+    assert info.value.field == "params"
+    assert reason in info.value.reason
+
+
+def test_a_json_schema_becomes_a_response_format() -> None:
+    schema = {"type": "object", "properties": {"label": {"type": "string"}}}
+    body = yaml.safe_load(SUMMARIZE)
+    body["params"] = {"temperature": 0, "max_tokens": 50, "json_schema": schema}
+    prompt = PromptFile.model_validate(body)
+    assert prompt.call_params() == {
+        "response_format": {
+            "type": "json_schema",
+            "json_schema": {"name": "summarize", "schema": schema},
+        }
+    }
