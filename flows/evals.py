@@ -19,7 +19,8 @@ from prefect import flow, task
 from prefect.artifacts import acreate_markdown_artifact
 from sqlmodel import Session
 
-from flows._common import gateway, ops_engine, retry_if_retryable, settings
+from flows._common import gateway, ops_engine, retry_if_retryable, settings, traced
+from llmops.alerts import check_eval_runs
 from llmops.evals.gate import run_gate
 from llmops.evals.jobs import run_labelled, trend, trend_markdown
 from llmops.evals.report import gate_markdown, gate_text
@@ -51,10 +52,14 @@ async def eval_suite(suite: str, label: str, fresh: bool) -> dict[str, Any]:
         markdown=outcome.markdown() + "\n" + trend_markdown(outcome.suite, history),
         description=f"eval suite {outcome.suite}",
     )
-    return outcome.summary()
+    summary = outcome.summary()
+    raised = await asyncio.to_thread(check_eval_runs, engine, outcome.suite, summary["runs"])
+    summary["alerts"] = [r.key for r in raised]
+    return summary
 
 
 @flow(name="evals-nightly", log_prints=True)
+@traced
 async def evals_nightly(
     suites: list[str] | None = None, label: str = "production", fresh: bool = True
 ) -> list[dict[str, Any]]:
@@ -69,6 +74,7 @@ async def evals_nightly(
 
 
 @flow(name="eval-gate", log_prints=True)
+@traced
 async def eval_gate(suite: str, candidate: str, baseline: str = "production") -> dict[str, Any]:
     """Gate ``candidate`` (version, label or file) against ``baseline`` on ``suite``."""
     current = settings()

@@ -246,3 +246,53 @@ def check_soft_caps(
                 )
                 break
     return raised
+
+
+def check_eval_runs(
+    engine: Engine, suite: str, runs: Iterable[dict[str, Any]], *, max_drop: float = 0.05
+) -> list[Raised]:
+    """Alert for nightly eval runs that fail an absolute threshold or fell behind the
+    previous completed run of the same prompt version and model group by ``max_drop``.
+
+    ``runs`` are the summaries the nightly job returns (``run_id``, ``prompt``,
+    ``version``, ``model_group``, ``score``, ``failures``). One alert per (suite, prompt
+    version, model group, reason): a version that stays bad is not re-sent every night.
+    """
+    from llmops.db.models import EvalRun
+
+    raised = []
+    for run in runs:
+        reasons = list(run.get("failures") or [])
+        with Session(engine) as session:
+            previous = session.exec(
+                select(EvalRun)
+                .where(
+                    EvalRun.suite == suite,
+                    EvalRun.status == "completed",
+                    EvalRun.prompt_version == run["version"],
+                    EvalRun.model_group == run["model_group"],
+                    EvalRun.id != run["run_id"],
+                )
+                .order_by(col(EvalRun.started_at).desc())
+            ).first()
+        before = (previous.metrics or {}).get("score") if previous is not None else None
+        drop = None
+        if before is not None and run["score"] is not None:
+            drop = float(before) - float(run["score"])
+            if drop > max_drop:
+                reasons.append(f"score fell {drop:.3f} since run {previous.id}")  # type: ignore[union-attr]
+        if not reasons:
+            continue
+        kind = "threshold" if run.get("failures") else "drop"
+        raised.append(
+            raise_alert(
+                engine,
+                "eval_regression",
+                f"{suite}|{run['prompt']}@v{run['version']}|{run['model_group']}|{kind}",
+                f"eval {suite}: {run['prompt']} v{run['version']} on {run['model_group']} "
+                f"scored {run['score']:.3f}: {reasons[0]}",
+                severity="critical",
+                details={"run_id": run["run_id"], "reasons": reasons, "previous_score": before},
+            )
+        )
+    return raised

@@ -151,3 +151,51 @@ def test_alerts_list_cli(tmp_path: Path, run_llmops: Runner) -> None:
     assert result.returncode == 0, result.stderr
     assert "critical dlq_growth" in result.stdout
     assert "dead letters grew by 40  [pending]" in result.stdout
+
+
+def test_eval_regressions_alert_once_per_version_and_model(db_engine: Engine) -> None:
+    from llmops.alerts import check_eval_runs
+    from llmops.db.models import EvalRun
+
+    def run(run_id: str, score: float, minutes: int) -> EvalRun:
+        return EvalRun(
+            id=run_id,
+            suite="triage",
+            prompt_name="classify",
+            prompt_version=3,
+            model_group="chat-small",
+            dataset_name="tickets",
+            dataset_hash="h",
+            status="completed",
+            metrics={"score": score},
+            started_at=NOW + timedelta(minutes=minutes),
+        )
+
+    with Session(db_engine) as session:
+        session.add(run("r1", 0.90, 0))
+        session.add(run("r2", 0.89, 10))
+        session.add(run("r3", 0.80, 20))
+        session.commit()
+
+    def summary(run_id: str, score: float, failures: list[str]) -> dict[str, object]:
+        return {
+            "run_id": run_id,
+            "prompt": "classify",
+            "version": 3,
+            "model_group": "chat-small",
+            "score": score,
+            "failures": failures,
+        }
+
+    assert check_eval_runs(db_engine, "triage", [summary("r2", 0.89, [])]) == []
+    [dropped] = check_eval_runs(db_engine, "triage", [summary("r3", 0.80, [])])
+    assert dropped.new and dropped.key == "triage|classify@v3|chat-small|drop"
+    assert not check_eval_runs(db_engine, "triage", [summary("r3", 0.80, [])])[0].new
+    [failing] = check_eval_runs(
+        db_engine, "triage", [summary("r3", 0.80, ["accuracy 0.80 < 0.85"])]
+    )
+    assert failing.new and failing.key.endswith("|threshold")
+    alert = next(a for a in list_alerts(db_engine) if a.key.endswith("|threshold"))
+    assert alert.summary == (
+        "eval triage: classify v3 on chat-small scored 0.800: accuracy 0.80 < 0.85"
+    )
