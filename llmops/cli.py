@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from llmops.cli_billing import billing_app, stripe_sim_app
 from llmops.cli_caps import caps_app
 from llmops.cli_gateway import gateway_app, tenants_app
 from llmops.errors import LLMOpsError
@@ -26,6 +27,8 @@ app.add_typer(sim_app, name="sim")
 app.add_typer(caps_app, name="caps")
 app.add_typer(tenants_app, name="tenants")
 app.add_typer(gateway_app, name="gateway")
+app.add_typer(billing_app, name="billing")
+app.add_typer(stripe_sim_app, name="stripe-sim")
 
 
 def _fail(message: str) -> typer.Exit:

@@ -136,36 +136,37 @@ def _prepare_todo(con: duckdb.DuckDBPyConnection, hours: list[datetime]) -> dict
 
 def compute_windows(
     con: duckdb.DuckDBPyConnection, hours: list[datetime]
-) -> tuple[Any, Any, Any, DataFrame]:
+) -> tuple[Any, Any, Any, list[dict[str, Any]]]:
     """Hourly rollups, daily rollups, rejects (Arrow) and raw totals (pandas) for ``hours``."""
     params = _prepare_todo(con, hours)
-    hourly = con.execute(_aggregate("hour"), params).to_arrow_table()
-    daily = con.execute(_aggregate("day"), params).to_arrow_table()
-    rejects = con.execute(
+    hourly = con.sql(_aggregate("hour"), params=params).to_arrow_table()
+    daily = con.sql(_aggregate("day"), params=params).to_arrow_table()
+    rejects = con.sql(
         f"SELECT request_id, tenant_id, started_at, {_REASON} AS reason FROM request_log "
         "WHERE started_at >= $lo AND started_at < $hi "
         f"AND date_trunc('hour', started_at) IN (SELECT w FROM todo_hours) AND ({_BAD})",
-        params,
+        params=params,
     ).to_arrow_table()
     sums = ", ".join(
         f"sum({m})::{'DECIMAL(38, 12)' if m == 'cost_usd' else 'BIGINT'} AS {m}"
         for m in TOTAL_MEASURES
         if m != "calls"
     )
-    raw = con.execute(
+    # Arrow keeps DECIMAL exact (pandas' .df() would turn it into floats).
+    raw = con.sql(
         "SELECT tenant_id, date_trunc('hour', started_at) AS window_start, "
         f"count(*) AS calls, {sums} FROM ({_good_rows('hour')}) GROUP BY ALL",
-        params,
-    ).df()
+        params=params,
+    ).to_arrow_table().to_pylist()
     return hourly, daily, rejects, raw
 
 
-def rollup_frames(hourly: DataFrame, raw: DataFrame) -> dict[str, DataFrame]:
+def rollup_frames(hourly: DataFrame, raw: list[dict[str, Any]]) -> dict[str, DataFrame]:
     """The gate's frames: the hourly rollups and, per (tenant, hour), rollup minus raw."""
     import pandas as pd
 
     totals = _tenant_hour_totals(hourly.to_dict("records"))
-    raw_totals = _tenant_hour_totals(raw.to_dict("records"))
+    raw_totals = _tenant_hour_totals(raw)
     rows = []
     for key in sorted(set(totals) | set(raw_totals), key=str):
         ours, theirs = totals.get(key, {}), raw_totals.get(key, {})
