@@ -47,9 +47,7 @@ BILLING = {
                 "output_tokens": {"unit_price_usd": "0.000008"},
             }
         },
-        "outcomes": {
-            "meters": {"actions": {"unit_price_usd": "0.05"}, "cost": {"markup": "0.25"}}
-        },
+        "outcomes": {"meters": {"actions": {"unit_price_usd": "0.05"}, "cost": {"markup": "0.25"}}},
     },
     "tenants": {"acme": {"plan": "tokens"}, "globex": {"plan": "outcomes"}},
 }
