@@ -14,7 +14,7 @@ import hashlib
 import json
 import secrets
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
@@ -105,7 +105,9 @@ class StripeSimState:
     latency_s: float = 0.0
     requests: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     answered: dict[int, int] = field(default_factory=lambda: defaultdict(int))
-    rng_seed: int = 0
+    #: The last requests and answers (method, path, query, form body, status, JSON), for
+    #: contract tests; bounded so a long benchmark does not grow it without limit.
+    journal: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=2000))
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -446,6 +448,18 @@ async def _handle(request: web.Request) -> web.Response:
     state.requests[f"{request.method} {_route_name(path)}"] += 1
     response = await _api(request, state)
     state.answered[response.status] += 1
+    body = (await request.read()).decode() if request.method == "POST" else ""
+    state.journal.append(
+        {
+            "method": request.method,
+            "path": path,
+            "query": dict(request.query),
+            "form": decode_form(body),
+            "headers": dict(request.headers),
+            "status": response.status,
+            "json": json.loads(bytes(response.body)) if response.body else None,  # type: ignore[arg-type]
+        }
+    )
     return response
 
 
