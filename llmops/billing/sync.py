@@ -52,6 +52,8 @@ _HOUR = timedelta(hours=1)
 STRIPE_MAX_AGE = timedelta(days=35) - _HOUR
 #: Sent-or-about-to-be statuses: amounts Stripe has or will have.
 _COUNTED = ("sent", "pending", "adjust")
+#: Ledger rows written (and answers stored) per transaction.
+BATCH = 200
 
 
 def event_identifier(tenant_id: str, meter: str, window_start: datetime, seq: int) -> str:
@@ -146,9 +148,14 @@ def run_sync(
             if not report.gate.success:
                 raise DataQualityError(report.gate, "the stored rollups (nothing sent to Stripe)")
         tenants = {t.id: t for t in session.exec(select(Tenant)).all()}
-    events = [_event_of(row) for row in sorted(pending, key=lambda r: r.identifier)]
-    for event in events:
-        _send(engine, client, event, report, pacer, policy, sleep, resend=True)
+    resend = [_event_of(row) for row in sorted(pending, key=lambda r: r.identifier)]
+    for start in range(0, len(resend), BATCH):
+        results = [
+            _send(client, event, report, pacer, policy, sleep, resend=True)
+            for event in resend[start : start + BATCH]
+        ]
+        _record(engine, results)
+    fresh: list[StripeSyncLedger] = []
     for key in sorted(deltas):
         tenant_id, meter_key, window_start = key
         delta = deltas[key]
@@ -175,30 +182,37 @@ def run_sync(
         elif window_start < now - STRIPE_MAX_AGE:
             reason = "older than Stripe's 35-day limit on meter events: needs an invoice adjustment"
         seq = next_seq[key]
-        row = StripeSyncLedger(
-            identifier=event_identifier(tenant_id, meter_key, window_start, seq),
-            tenant_id=tenant_id,
-            stripe_customer_id=who.stripe_customer_id,
-            meter=meter_key,
-            event_name=meter.event_name,
-            window_start=window_start,
-            window_end=window_start + _HOUR,
-            seq=seq,
-            value=delta,
-            status="adjust" if reason else "pending",
-            error=reason,
-            created_at=utcnow(),
+        fresh.append(
+            StripeSyncLedger(
+                identifier=event_identifier(tenant_id, meter_key, window_start, seq),
+                tenant_id=tenant_id,
+                stripe_customer_id=who.stripe_customer_id,
+                meter=meter_key,
+                event_name=meter.event_name,
+                window_start=window_start,
+                window_end=window_start + _HOUR,
+                seq=seq,
+                value=delta,
+                status="adjust" if reason else "pending",
+                error=reason,
+                created_at=utcnow(),
+            )
         )
-        try:
-            with session_scope(engine) as session:
-                session.add(row)
-        except IntegrityError:
-            report.problems.append(f"{where}: another sync wrote seq {seq} first; left to it")
-            continue
-        if reason:
-            report.flagged.append(f"{where} ({row.identifier}, {delta}): {reason}")
-            continue
-        _send(engine, client, _event_of(row), report, pacer, policy, sleep, resend=False)
+    for start in range(0, len(fresh), BATCH):
+        # Pending rows are committed before any of their requests goes out.
+        written = _insert(engine, fresh[start : start + BATCH], report)
+        for row in written:
+            if row.status == "adjust":
+                report.flagged.append(
+                    f"{row.tenant_id}/{row.meter}/{row.window_start:%Y-%m-%dT%H}Z "
+                    f"({row.identifier}, {row.value}): {row.error}"
+                )
+        results = [
+            _send(client, _event_of(row), report, pacer, policy, sleep, resend=False)
+            for row in written
+            if row.status == "pending"
+        ]
+        _record(engine, results)
     report.throttled = pacer.throttled
     report.seconds = time.perf_counter() - started
     return report
@@ -216,8 +230,55 @@ def _event_of(row: StripeSyncLedger) -> _Event:
     )
 
 
+def _insert(
+    engine: Engine, rows: list[StripeSyncLedger], report: SyncReport
+) -> list[StripeSyncLedger]:
+    """Commit ``rows`` in one transaction; on a conflict, row by row (a racing sync)."""
+    try:
+        with session_scope(engine) as session:
+            session.add_all(rows)
+        return rows
+    except IntegrityError:
+        pass
+    written = []
+    for row in rows:
+        fresh = StripeSyncLedger.model_validate(row.model_dump(exclude={"id"}))
+        try:
+            with session_scope(engine) as session:
+                session.add(fresh)
+            written.append(fresh)
+        except IntegrityError:
+            report.problems.append(f"{row.identifier}: another sync wrote it first; left to it")
+    return written
+
+
+@dataclass(frozen=True)
+class _Result:
+    ledger_id: int
+    status: str
+    error: str | None
+    answer: dict[str, Any] | None
+
+
+def _record(engine: Engine, results: list[_Result]) -> None:
+    """Store Stripe's answers. A crash before this leaves the rows pending: the next run
+    resends them with the same identifier and idempotency key, so nothing is counted twice."""
+    if not results:
+        return
+    now = utcnow()
+    with session_scope(engine) as session:
+        for result in results:
+            row = session.get(StripeSyncLedger, result.ledger_id)
+            assert row is not None
+            row.attempts += 1
+            row.status, row.error = result.status, result.error
+            if result.answer is not None:
+                row.response = result.answer
+            if result.status == "sent":
+                row.sent_at = now
+
+
 def _send(
-    engine: Engine,
     client: Any,
     event: _Event,
     report: SyncReport,
@@ -226,7 +287,7 @@ def _send(
     sleep: Callable[[float], None],
     *,
     resend: bool,
-) -> None:
+) -> _Result:
     params = {
         "event_name": event.event_name,
         "identifier": event.identifier,
@@ -251,15 +312,6 @@ def _send(
             status, error = "rejected", f"{exc.status} {exc.code or ''}: {exc}".strip()
     except StripeUnavailable as exc:
         status, error = "pending", str(exc)
-    with session_scope(engine) as session:
-        row = session.get(StripeSyncLedger, event.ledger_id)
-        assert row is not None
-        row.attempts += 1
-        row.status, row.error = status, error
-        if answer is not None:
-            row.response = answer
-        if status == "sent":
-            row.sent_at = utcnow()
     where = f"{event.identifier} (value {event.value})"
     if status == "sent":
         report.sent += 1
@@ -269,3 +321,4 @@ def _send(
         report.rejected.append(f"{where}: Stripe refused it: {error}")
     else:
         report.unavailable.append(f"{where}: {error}; left pending, resent next run")
+    return _Result(event.ledger_id, status, error, answer)

@@ -104,60 +104,91 @@ class RollupStats:
         return out
 
 
-def _good_rows(span: str) -> str:
-    """Warehouse rows of the dirty windows (``span`` is 'hour' or 'day'), bad rows excluded."""
+def _runs(starts: list[datetime], step: timedelta) -> list[tuple[datetime, datetime]]:
+    """Contiguous [start, end) runs covering ``starts`` (each a window of length ``step``)."""
+    runs: list[tuple[datetime, datetime]] = []
+    for start in sorted(starts):
+        if runs and runs[-1][1] == start:
+            runs[-1] = (runs[-1][0], start + step)
+        else:
+            runs.append((start, start + step))
+    return runs
+
+
+def _where(
+    runs: list[tuple[datetime, datetime]], table: str, prefix: str, params: dict[str, Any]
+) -> str:
+    """A predicate on ``started_at`` for the windows in ``runs``: the ranges themselves, so
+    DuckDB's zone maps skip the rest of the history, or for very scattered windows one
+    enclosing range plus a semi-join on the window table."""
+    if len(runs) <= 32:
+        terms = []
+        for i, (lo, hi) in enumerate(runs):
+            params[f"{prefix}lo{i}"], params[f"{prefix}hi{i}"] = lo, hi
+            terms.append(f"(started_at >= ${prefix}lo{i} AND started_at < ${prefix}hi{i})")
+        return "(" + " OR ".join(terms) + ")"
+    params[f"{prefix}lo"], params[f"{prefix}hi"] = runs[0][0], runs[-1][1]
+    span = "hour" if table == "todo_hours" else "day"
     return (
-        "SELECT * FROM request_log WHERE started_at >= $lo AND started_at < $hi "
-        f"AND date_trunc('{span}', started_at) IN (SELECT w FROM todo_{span}s) AND NOT ({_BAD})"
+        f"(started_at >= ${prefix}lo AND started_at < ${prefix}hi "
+        f"AND date_trunc('{span}', started_at) IN (SELECT w FROM {table}))"
     )
 
 
-def _aggregate(span: str) -> str:
+def _aggregate(span: str, where: str) -> str:
     return f"""
         SELECT '{span}' AS granularity, date_trunc('{span}', started_at) AS window_start,
                tenant_id, feature_id, coalesce(model, model_group) AS model,
                coalesce(prompt_name, '') AS prompt_name,
                coalesce(prompt_version, 0)::INTEGER AS prompt_version,
                {_MEASURES_SQL}
-        FROM ({_good_rows(span)}) GROUP BY ALL
+        FROM request_log WHERE {where} AND NOT ({_BAD}) GROUP BY ALL
     """
-
-
-def _prepare_todo(con: duckdb.DuckDBPyConnection, hours: list[datetime]) -> dict[str, Any]:
-    con.execute("CREATE OR REPLACE TEMP TABLE todo_hours (w TIMESTAMPTZ PRIMARY KEY)")
-    con.executemany("INSERT INTO todo_hours VALUES (?)", [[h] for h in hours])
-    con.execute(
-        "CREATE OR REPLACE TEMP TABLE todo_days AS "
-        "SELECT DISTINCT date_trunc('day', w) AS w FROM todo_hours"
-    )
-    lo = min(hours).replace(hour=0)
-    return {"lo": lo, "hi": max(hours).replace(hour=0) + _DAY}
 
 
 def compute_windows(
     con: duckdb.DuckDBPyConnection, hours: list[datetime]
 ) -> tuple[Any, Any, Any, list[dict[str, Any]]]:
-    """Hourly rollups, daily rollups, rejects (Arrow) and raw totals (pandas) for ``hours``."""
-    params = _prepare_todo(con, hours)
-    hourly = con.sql(_aggregate("hour"), params=params).to_arrow_table()
-    daily = con.sql(_aggregate("day"), params=params).to_arrow_table()
-    rejects = con.sql(
-        f"SELECT request_id, tenant_id, started_at, {_REASON} AS reason FROM request_log "
-        "WHERE started_at >= $lo AND started_at < $hi "
-        f"AND date_trunc('hour', started_at) IN (SELECT w FROM todo_hours) AND ({_BAD})",
-        params=params,
-    ).to_arrow_table()
+    """Hourly rollups of ``hours``, daily rollups of the days containing them, rejects
+    (Arrow tables), and raw (tenant, hour) totals computed separately for the gate.
+
+    Daily percentiles are exact, so a day is recomputed from its rows, never from hourly
+    rollups; every scan is limited to the dirty windows' time ranges.
+    """
+    import pyarrow as pa
+
+    days = sorted({h.replace(hour=0, minute=0, second=0, microsecond=0) for h in hours})
+    for name, values in (("todo_hours", sorted(hours)), ("todo_days", days)):
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {name} (w TIMESTAMPTZ)")
+        con.register(
+            "incoming_windows", pa.table({"w": pa.array(values, pa.timestamp("us", "UTC"))})
+        )
+        con.execute(f"INSERT INTO {name} SELECT w FROM incoming_windows")
+        con.unregister("incoming_windows")
+    params: dict[str, Any] = {}
+    in_hours = _where(_runs(hours, _HOUR), "todo_hours", "h", params)
+    in_days = _where(_runs(days, _DAY), "todo_days", "d", params)
+
+    def run(sql: str) -> Any:
+        used = {k: v for k, v in params.items() if f"${k}" in sql}
+        return con.sql(sql, params=used or None).to_arrow_table()
+
+    hourly = run(_aggregate("hour", in_hours))
+    daily = run(_aggregate("day", in_days))
     sums = ", ".join(
         f"sum({m})::{'DECIMAL(38, 12)' if m == 'cost_usd' else 'BIGINT'} AS {m}"
         for m in TOTAL_MEASURES
         if m != "calls"
     )
     # Arrow keeps DECIMAL exact (pandas' .df() would turn it into floats).
-    raw = con.sql(
-        "SELECT tenant_id, date_trunc('hour', started_at) AS window_start, "
-        f"count(*) AS calls, {sums} FROM ({_good_rows('hour')}) GROUP BY ALL",
-        params=params,
-    ).to_arrow_table().to_pylist()
+    raw = run(
+        "SELECT tenant_id, date_trunc('hour', started_at) AS window_start, count(*) AS calls, "
+        f"{sums} FROM request_log WHERE {in_hours} AND NOT ({_BAD}) GROUP BY ALL"
+    ).to_pylist()
+    rejects = run(
+        f"SELECT request_id, tenant_id, started_at, {_REASON} AS reason FROM request_log "
+        f"WHERE {in_hours} AND ({_BAD})"
+    )
     return hourly, daily, rejects, raw
 
 

@@ -61,9 +61,7 @@ def expected_meter_usage(
     if not hours:
         return [], []
     wanted = set(hours)
-    measures: dict[tuple[str, datetime], dict[str, Any]] = defaultdict(
-        _new_measures
-    )
+    measures: dict[tuple[str, datetime], dict[str, Any]] = defaultdict(_new_measures)
     rollups = session.exec(
         select(UsageRollup).where(
             col(UsageRollup.granularity) == "hour", _in_hours(col(UsageRollup.window_start), hours)
