@@ -1,6 +1,7 @@
 """Reconciliation: Stripe's hourly meter summaries vs the sync ledger vs the meter usage.
 
-Schedule: daily (see prefect.yaml). Inputs: ``days`` of closed hours to compare.
+Schedule: daily (see prefect.yaml). Inputs: ``days`` of closed hours to compare and the
+sync's ``settle_minutes`` (hours closed less than that ago are left for the next run).
 Outputs: the drift table as a table artifact and a markdown summary; the run fails (the
 alert) when any drift is not zero. Drifts are also stored in ``reconciliation_drifts``.
 """
@@ -27,9 +28,10 @@ class DriftDetected(LLMOpsError):
 
 
 @task(retries=2, retry_delay_seconds=30)
-async def reconcile_task(days: int) -> ReconcileReport:
+async def reconcile_task(days: int, settle_minutes: int) -> ReconcileReport:
     current = settings()
-    end = utcnow()
+    # Hours the sync has had a chance to send: closed, and past the sync's settle window.
+    end = utcnow() - timedelta(minutes=settle_minutes)
     return await asyncio.to_thread(
         run_reconcile,
         ops_engine(current.resolved_database_url),
@@ -41,9 +43,9 @@ async def reconcile_task(days: int) -> ReconcileReport:
 
 
 @flow(name="stripe-reconcile", log_prints=True)
-async def reconcile(days: int = 2) -> dict[str, Any]:
+async def reconcile(days: int = 2, settle_minutes: int = 5) -> dict[str, Any]:
     """Reconcile the last ``days`` of closed hours; fail on any drift."""
-    report = await reconcile_task(days)
+    report = await reconcile_task(days, settle_minutes)
     await acreate_markdown_artifact(
         key="stripe-reconcile", markdown=report.markdown(), description="Stripe reconciliation"
     )

@@ -164,6 +164,7 @@ def sync(
 @billing_app.command("reconcile")
 def reconcile(
     days: Annotated[int, typer.Option(min=1, max=35, help="Closed hours of the last N days.")] = 2,
+    settle_minutes: Annotated[int, typer.Option(min=0, help="The sync's settle window.")] = 5,
     as_json: _Json = False,
 ) -> None:
     """Compare Stripe's hourly summaries with the ledger and the meter usage."""
@@ -171,7 +172,8 @@ def reconcile(
     from llmops.ids import utcnow
 
     engine, billing = _context()
-    end = utcnow()
+    # Hours the sync has had a chance to send: closed, and past the sync's settle window.
+    end = utcnow() - timedelta(minutes=settle_minutes)
     try:
         report = run_reconcile(
             engine, billing, _client(), start=end - timedelta(days=days), end=end
