@@ -1,6 +1,7 @@
 """Stripe sync: send unsent meter usage of closed hours to Stripe as meter events.
 
-Schedule: hourly, after the rollup (see prefect.yaml). Inputs: ``settle_minutes``.
+Schedule: hourly, after the rollup (see prefect.yaml). Inputs: ``settle_minutes``, and
+``rollup_first`` (default on: roll up new request-log rows first, so late usage is sent).
 Outputs: the sync report (events sent, refused, flagged, skipped) as a markdown artifact.
 The data-quality gate runs on the stored rollups first: a failure sends nothing and fails
 the run. Events Stripe refused fail the run after the rest of the batch was sent; Stripe
@@ -17,6 +18,7 @@ from prefect import flow, task
 from prefect.artifacts import acreate_markdown_artifact
 
 from flows._common import ops_engine, settings
+from flows.usage_rollup import rollup_task
 from llmops.billing.client import StripeUnavailable, make_client
 from llmops.billing.sync import run_sync
 from llmops.errors import LLMOpsError
@@ -53,9 +55,11 @@ def _markdown(report: dict[str, Any]) -> str:
 
 
 @flow(name="stripe-sync", log_prints=True)
-async def stripe_sync(settle_minutes: int = 5) -> dict[str, Any]:
+async def stripe_sync(settle_minutes: int = 5, rollup_first: bool = True) -> dict[str, Any]:
     """Send meter usage to Stripe; every event is in the sync ledger."""
     try:
+        if rollup_first:
+            await rollup_task(settle_minutes)
         report = await sync_task(settle_minutes)
     except DataQualityError as exc:
         await acreate_markdown_artifact(

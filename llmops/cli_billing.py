@@ -129,15 +129,32 @@ def setup() -> None:
 @billing_app.command("sync")
 def sync(
     settle_minutes: Annotated[int, typer.Option(min=0, help="Hours close this long after.")] = 5,
+    rollup_first: Annotated[
+        bool, typer.Option("--rollup/--no-rollup", help="Roll up new request-log rows first.")
+    ] = True,
     as_json: _Json = False,
 ) -> None:
-    """Send unsent usage of closed hours to Stripe as meter events (safe to rerun)."""
+    """Send unsent usage of closed hours to Stripe as meter events (safe to rerun).
+
+    By default new request-log rows are rolled up first, so late usage goes out as a delta.
+    """
     from llmops.billing.sync import run_sync
     from llmops.metering.quality import DataQualityError
+    from llmops.metering.rollup import run_rollup
+    from llmops.settings import get_settings
 
     engine, billing = _context()
+    settle = timedelta(minutes=settle_minutes)
     try:
-        report = run_sync(engine, billing, _client(), settle=timedelta(minutes=settle_minutes))
+        if rollup_first:
+            stats = run_rollup(
+                engine, get_settings().resolved_warehouse_path, billing, settle=settle
+            )
+            typer.echo(
+                f"rollup: {stats.hours} hours recomputed, {stats.rejected_rows} request-log "
+                "rows rejected (see `llmops billing rollup`)"
+            )
+        report = run_sync(engine, billing, _client(), settle=settle)
     except DataQualityError as exc:
         typer.echo(exc.result.markdown(), err=True)
         raise

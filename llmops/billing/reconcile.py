@@ -215,19 +215,38 @@ def run_reconcile(
 def _summaries(
     client: Any, meter_id: str, customer: str, start: datetime, end: datetime
 ) -> dict[datetime, int]:
-    """Stripe's hourly totals for one meter and customer (paginated)."""
+    """Stripe's hourly totals for one meter and customer (paginated). Where hourly grouping
+    is refused, one ungrouped summary per hour instead."""
     from datetime import UTC
 
-    params = {
+    params: dict[str, Any] = {
         "customer": customer,
         "start_time": int(start.timestamp()),
         "end_time": int(end.timestamp()),
         "value_grouping_window": "hour",
         "limit": 100,
     }
-    page = call(partial(client.v1.billing.meters.event_summaries.list, meter_id, params))
+    service = client.v1.billing.meters.event_summaries
     out: dict[datetime, int] = {}
-    for summary in page.auto_paging_iter():
-        hour = datetime.fromtimestamp(int(summary["start_time"]), UTC)
-        out[hour] = out.get(hour, 0) + round(float(summary["aggregated_value"]))
+    try:
+        page = call(partial(service.list, meter_id, params))
+        for summary in page.auto_paging_iter():
+            hour = datetime.fromtimestamp(int(summary["start_time"]), UTC)
+            out[hour] = out.get(hour, 0) + round(float(summary["aggregated_value"]))
+        return out
+    except StripeRejected as grouped_refused:
+        if grouped_refused.status == 404:
+            raise
+    hour = start
+    while hour < end:
+        single = {
+            "customer": customer,
+            "start_time": int(hour.timestamp()),
+            "end_time": int((hour + _HOUR).timestamp()),
+        }
+        page = call(partial(service.list, meter_id, single))
+        value = sum(round(float(s["aggregated_value"])) for s in page.auto_paging_iter())
+        if value:
+            out[hour] = value
+        hour += _HOUR
     return out

@@ -145,6 +145,12 @@ def test_rollup_then_sync_makes_stripe_equal_the_rollups_and_reruns_change_nothi
 
     rec = run_reconcile(env.engine, env.billing, env.client, start=NOW - timedelta(days=1), end=NOW)
     assert rec.ok and rec.checked == 5
+    # A Stripe that refuses hourly grouping is asked one hour at a time instead.
+    env.sim.fail_next(400, 1, "/v1/billing/meters/")
+    fallback = run_reconcile(
+        env.engine, env.billing, env.client, start=NOW - timedelta(days=1), end=NOW
+    )
+    assert fallback.ok and fallback.totals == rec.totals
     assert rec.totals["input_tokens"] == {
         "metered": 550,
         "ledger_sent": 550,
