@@ -15,9 +15,6 @@ from typing import Any
 import stripe
 from sqlalchemy import Engine
 
-sys.path.insert(0, str(Path(__file__).parent))
-from billing_helpers import add_tenants, ledger_rows, log_rows, usage_totals, write_billing
-
 from llmops.billing.setup import run_setup
 from llmops.db.engine import session_scope
 from llmops.db.models import Tenant
@@ -25,6 +22,8 @@ from llmops.ids import utcnow
 from llmops.metering.plans import load_billing_config
 from llmops.metering.rollup import run_rollup
 from llmops.stripe_sim import StripeSim
+
+from .billing_helpers import add_tenants, ledger_rows, log_rows, usage_totals, write_billing
 
 LLMOPS = Path(sys.executable).parent / "llmops"
 REPO = Path(__file__).resolve().parents[2]

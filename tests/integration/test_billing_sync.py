@@ -3,7 +3,6 @@ deltas, retries and bad input, reconciliation; against the local Stripe stand-in
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -14,15 +13,6 @@ import pytest
 import stripe
 from sqlalchemy import Engine, update
 from sqlmodel import col, select
-
-sys.path.insert(0, str(Path(__file__).parent))
-from billing_helpers import (
-    add_tenants,
-    ledger_rows,
-    log_rows,
-    usage_totals,
-    write_billing,
-)
 
 from llmops.billing.client import Pacer, RetryPolicy
 from llmops.billing.reconcile import run_reconcile
@@ -36,6 +26,14 @@ from llmops.metering.plans import BillingConfig, load_billing_config
 from llmops.metering.quality import DataQualityError
 from llmops.metering.rollup import run_rollup
 from llmops.stripe_sim import StripeSim
+
+from .billing_helpers import (
+    add_tenants,
+    ledger_rows,
+    log_rows,
+    usage_totals,
+    write_billing,
+)
 
 NOW = utcnow().replace(minute=30, second=0, microsecond=0)
 H1 = NOW.replace(minute=0) - timedelta(hours=5)

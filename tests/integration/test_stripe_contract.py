@@ -7,7 +7,6 @@ from __future__ import annotations
 import copy
 import json
 import re
-import sys
 from datetime import timedelta
 from functools import cache
 from pathlib import Path
@@ -16,8 +15,6 @@ from typing import Any
 import pytest
 import stripe
 from openapi_schema_validator import OAS30Validator
-
-sys.path.insert(0, str(Path(__file__).parent))
 
 from llmops.stripe_sim import StripeSim, decode_form
 
@@ -131,8 +128,6 @@ def test_the_null_patch_is_needed_and_only_widens_nullable_schemas() -> None:
 def test_every_request_and_answer_of_setup_sync_and_reconcile_matches_the_contract(
     tmp_path: Path, sqlite_url: str
 ) -> None:
-    from billing_helpers import add_tenants, log_rows, write_billing
-
     from llmops.billing.client import RetryPolicy
     from llmops.billing.reconcile import run_reconcile
     from llmops.billing.setup import run_setup
@@ -142,6 +137,8 @@ def test_every_request_and_answer_of_setup_sync_and_reconcile_matches_the_contra
     from llmops.ids import utcnow
     from llmops.metering.plans import load_billing_config
     from llmops.metering.rollup import run_rollup
+
+    from .billing_helpers import add_tenants, log_rows, write_billing
 
     upgrade(sqlite_url)
     engine = make_engine(sqlite_url)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import sys
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -17,9 +16,6 @@ import pytest
 import stripe
 from sqlalchemy import Engine
 
-sys.path.insert(0, str(Path(__file__).parent))
-from billing_helpers import BILLING, add_tenants, log_rows, usage_totals, write_billing
-
 from llmops.billing.reconcile import run_reconcile
 from llmops.billing.setup import run_setup
 from llmops.billing.sync import run_sync
@@ -27,6 +23,8 @@ from llmops.ids import utcnow
 from llmops.metering.plans import load_billing_config
 from llmops.metering.rollup import run_rollup
 from llmops.stripe_sim import StripeSim
+
+from .billing_helpers import BILLING, add_tenants, log_rows, usage_totals, write_billing
 
 LIVE_ENV = "LLMOPS_STRIPE_TEST_API_KEY"
 
