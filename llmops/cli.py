@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from llmops.cli_alerts import alerts_app
+from llmops.cli_billing import billing_app, stripe_sim_app
 from llmops.cli_blocks import blocks_app
 from llmops.cli_caps import caps_app
 from llmops.cli_eval import eval_app
@@ -38,6 +39,8 @@ app.add_typer(alerts_app, name="alerts")
 app.add_typer(report_app, name="report")
 app.add_typer(prompts_app, name="prompts")
 app.add_typer(eval_app, name="eval")
+app.add_typer(billing_app, name="billing")
+app.add_typer(stripe_sim_app, name="stripe-sim")
 
 
 def _fail(message: str) -> typer.Exit:

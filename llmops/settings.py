@@ -81,6 +81,12 @@ class Settings(BaseSettings):
     stripe_api_base: str = Field(
         default="https://api.stripe.com", description="Stripe API base URL."
     )
+    stripe_test_api_key: SecretStr | None = Field(
+        default=None, description="Tests only: a sk_test_ key to run the Stripe suite live."
+    )
+    billing_config: Path = Field(
+        default=Path("config/billing.yaml"), description="Plans, meters, tenant-to-plan map."
+    )
     default_max_tokens: int = Field(
         default=1024,
         gt=0,

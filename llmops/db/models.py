@@ -254,7 +254,12 @@ class BudgetReservation(SQLModel, table=True):
 
 
 class UsageRollup(SQLModel, table=True):
-    """Usage aggregated by tenant, feature, model, prompt version and hour or day."""
+    """Usage aggregated by tenant, feature, model, prompt version and hour or day.
+
+    Written by :mod:`llmops.metering.rollup`: a window is recomputed whole from the request
+    log whenever a row lands in it, so a row here always equals the log's totals.
+    ``model`` is the routed model, or the model group for calls that never reached one.
+    """
 
     __tablename__ = "usage_rollups"
     __table_args__ = (
@@ -280,34 +285,46 @@ class UsageRollup(SQLModel, table=True):
     prompt_version: int = Field(default=0)
     calls: int = 0
     successful_calls: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cached_tokens: int = 0
-    reasoning_tokens: int = 0
+    input_tokens: int = Field(default=0, sa_type=BigInteger)
+    output_tokens: int = Field(default=0, sa_type=BigInteger)
+    cached_tokens: int = Field(default=0, sa_type=BigInteger)
+    reasoning_tokens: int = Field(default=0, sa_type=BigInteger)
     cost_usd: Decimal = _money()
     cache_hits: int = 0
     errors: int = 0
     latency_p50_ms: int = 0
     latency_p95_ms: int = 0
-    billable_units: Decimal = _money()
     updated_at: datetime = _ts()
 
 
 class StripeSyncLedger(SQLModel, table=True):
-    """Every meter event sent (or to be sent) to Stripe, keyed by a deterministic identifier."""
+    """Every meter event sent (or about to be) to Stripe, keyed by a deterministic identifier.
+
+    One row per (tenant, meter, hour, seq): seq 0 is the first send of a window, later seqs
+    are deltas for late usage. ``status``: ``pending`` (written before the send; resent
+    verbatim until Stripe answers), ``sent`` (Stripe accepted it), ``rejected`` (Stripe
+    refused it: not counted, retried as a new seq next run), ``adjust`` (too old for Stripe
+    or a decrease: flagged for an invoice adjustment, never sent).
+    """
 
     __tablename__ = "stripe_sync_ledger"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "meter", "window_start", "seq", name="uq_stripe_sync_seq"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     identifier: str = Field(max_length=100, unique=True)
     tenant_id: str = Field(max_length=64, index=True)
     stripe_customer_id: str | None = Field(default=None, max_length=64)
     meter: str = Field(max_length=100)
+    event_name: str = Field(default="", max_length=100)
     window_start: datetime = _ts()
     window_end: datetime = _ts()
-    value: Decimal = _money()
+    seq: int = 0
+    value: int = Field(default=0, sa_type=BigInteger)
     status: str = Field(default="pending", max_length=16)
     attempts: int = 0
+    error: str | None = Field(default=None, sa_type=Text)
     response: dict[str, Any] | None = _json()
     created_at: datetime = _ts()
     sent_at: datetime | None = _ts(nullable=True)
@@ -442,4 +459,83 @@ class EvalGate(SQLModel, table=True):
     passed: bool = False
     report: dict[str, Any] | None = _json()
     actor: str = Field(default="", max_length=200)
+    created_at: datetime = _ts()
+
+
+class MeterUsage(SQLModel, table=True):
+    """Billable quantity of one plan meter for a tenant and hour: what Stripe should hold.
+
+    ``quantity`` is an integer in the meter's unit (tokens, calls, actions or micro-dollars,
+    see ``config/billing.yaml``); ``amount_usd`` is its price under the tenant's plan.
+    """
+
+    __tablename__ = "meter_usage"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "meter", "window_start", name="uq_meter_usage_key"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    tenant_id: str = Field(max_length=64)
+    meter: str = Field(max_length=100)
+    plan: str = Field(max_length=64)
+    window_start: datetime = _ts(index=True)
+    quantity: int = Field(default=0, sa_type=BigInteger)
+    amount_usd: Decimal = _money()
+    updated_at: datetime = _ts()
+
+
+class ActionOutcome(SQLModel, table=True):
+    """The outcome of one user action (the calls sharing an ``action_id``): final once set."""
+
+    __tablename__ = "action_outcomes"
+    __table_args__ = (UniqueConstraint("tenant_id", "action_id", name="uq_action_outcomes_action"),)
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=BIGSERIAL_ID)
+    tenant_id: str = Field(max_length=64, index=True)
+    action_id: str = Field(max_length=100)
+    outcome: str = Field(max_length=16)
+    source: str = Field(max_length=32)
+    job_id: str | None = Field(default=None, max_length=40)
+    detail: str | None = Field(default=None, max_length=1000)
+    recorded_at: datetime = _ts(index=True)
+
+
+class MeteringWatermark(SQLModel, table=True):
+    """How far an incremental metering step has read a source (a row id)."""
+
+    __tablename__ = "metering_watermarks"
+
+    name: str = Field(primary_key=True, max_length=64)
+    position: int = Field(default=0, sa_type=BigInteger)
+    updated_at: datetime = _ts()
+
+
+class MeteringReject(SQLModel, table=True):
+    """A request-log row left out of the rollups, with the reason (never dropped silently)."""
+
+    __tablename__ = "metering_rejects"
+
+    request_id: str = Field(primary_key=True, max_length=40)
+    tenant_id: str | None = Field(default=None, max_length=64)
+    started_at: datetime = _ts()
+    reason: str = Field(max_length=500)
+    created_at: datetime = _ts()
+
+
+class ReconciliationDrift(SQLModel, table=True):
+    """One (customer, meter, hour) whose Stripe total differs from the ledger or rollups."""
+
+    __tablename__ = "reconciliation_drifts"
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: str = Field(max_length=40, index=True)
+    tenant_id: str = Field(max_length=64)
+    stripe_customer_id: str | None = Field(default=None, max_length=64)
+    meter: str = Field(max_length=100)
+    window_start: datetime = _ts()
+    metered: int = Field(default=0, sa_type=BigInteger)
+    ledger_sent: int = Field(default=0, sa_type=BigInteger)
+    stripe: int = Field(default=0, sa_type=BigInteger)
+    flagged: int = Field(default=0, sa_type=BigInteger)
+    drift: int = Field(default=0, sa_type=BigInteger)
     created_at: datetime = _ts()

@@ -4,6 +4,10 @@ The watermark is the request_log ``id``. On Postgres, ids are assigned at insert
 become visible at commit, so a row with a smaller id can appear after a larger one: the
 watermark only advances past rows logged more than ``settle`` ago, rows newer than that
 are read again next time, and the warehouse's primary key on ``request_id`` drops repeats.
+
+Every load also marks the UTC hours its rows fall in as ``dirty_hours``: the usage rollups
+(:mod:`llmops.metering.rollup`) recompute exactly those hours, so a late row reopens the
+window it belongs to. Sessions run in UTC so ``date_trunc`` cuts UTC hours and days.
 """
 
 from __future__ import annotations
@@ -83,12 +87,14 @@ def connect(path: Path) -> duckdb.DuckDBPyConnection:
     """Open (creating if needed) the warehouse file with its tables."""
     path.parent.mkdir(parents=True, exist_ok=True)
     con = duckdb.connect(str(path))
+    con.execute("SET TimeZone = 'UTC'")
     cols = ", ".join(f"{name} {ddl}" for name, _, ddl in REQUEST_LOG_COLUMNS)
     con.execute(f"CREATE TABLE IF NOT EXISTS request_log ({cols})")
     con.execute(
         "CREATE TABLE IF NOT EXISTS load_state (source VARCHAR PRIMARY KEY, "
         "watermark BIGINT NOT NULL, loaded_at TIMESTAMPTZ NOT NULL)"
     )
+    con.execute("CREATE TABLE IF NOT EXISTS dirty_hours (window_start TIMESTAMPTZ PRIMARY KEY)")
     return con
 
 
@@ -137,6 +143,10 @@ def load_request_log(
                 batch = pa.Table.from_pydict(data, schema=_SCHEMA)
                 before_count = _count(con)
                 con.register("incoming", batch)
+                con.execute(
+                    "INSERT OR IGNORE INTO dirty_hours "
+                    "SELECT DISTINCT date_trunc('hour', started_at) FROM incoming"
+                )
                 con.execute("INSERT OR IGNORE INTO request_log SELECT * FROM incoming")
                 con.unregister("incoming")
                 inserted += _count(con) - before_count

@@ -169,3 +169,83 @@ def test_flow_runs_are_traced_with_their_run_id(
     spans = {s.name: s for s in span_exporter.get_finished_spans()}
     flow_span = spans["flow llm-batch"]
     assert dict(flow_span.attributes)["llmops.prefect.flow_run_id"] == run_id
+
+
+def _artifacts(key: str) -> list[Any]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    async def read() -> list[Any]:
+        async with get_client() as client:
+            return list(
+                await client.read_artifacts(
+                    artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key]))
+                )
+            )
+
+    return asyncio.run(read())
+
+
+def test_billing_flows_rollup_sync_reconcile_and_the_gate_blocks_a_corrupted_rollup(
+    pipeline_env: Engine, sim: SimServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from datetime import timedelta
+
+    import stripe
+    from sqlalchemy import update
+    from sqlmodel import select as smselect
+
+    from flows.llm_batch import llm_batch
+    from flows.reconcile import reconcile
+    from flows.stripe_sync import stripe_sync
+    from flows.usage_rollup import usage_rollup
+    from llmops.billing.setup import run_setup
+    from llmops.db.engine import session_scope
+    from llmops.db.models import MeterUsage, StripeSyncLedger, UsageRollup
+    from llmops.ids import utcnow
+    from llmops.metering.plans import load_billing_config
+    from llmops.metering.quality import DataQualityError
+    from llmops.stripe_sim import StripeSim
+
+    from .billing_helpers import log_rows, write_billing
+
+    billing_file = write_billing(tmp_path)
+    with StripeSim() as stripe_sim:
+        monkeypatch.setenv("LLMOPS_BILLING_CONFIG", str(billing_file))
+        monkeypatch.setenv("LLMOPS_STRIPE_API_KEY", "sk_test_flows")
+        monkeypatch.setenv("LLMOPS_STRIPE_API_BASE", stripe_sim.url)
+        get_settings.cache_clear()
+        client = stripe.StripeClient(
+            "sk_test_flows", base_addresses={"api": stripe_sim.url}, max_network_retries=0
+        )
+        run_setup(pipeline_env, load_billing_config(billing_file), client)
+        asyncio.run(llm_batch(_items(4, "bill"), chunk_size=4, concurrency=4))  # this hour
+        closed = utcnow().replace(minute=0, second=0, microsecond=0) - timedelta(hours=2)
+        log_rows(pipeline_env, [{"started_at": closed, "tenant_id": "acme"}] * 1)
+        log_rows(pipeline_env, [{"started_at": closed, "tenant_id": "acme", "input_tokens": -1}])
+
+        stats = asyncio.run(usage_rollup(settle_minutes=0))
+        assert stats["hours"] == 2 and stats["rejected_rows"] == 1
+        assert stats["gate"]["success"] is True
+        assert _artifacts("metering-gate") and _artifacts("metering-rejects")
+        with session_scope(pipeline_env) as session:
+            usage = session.exec(smselect(MeterUsage)).all()
+            assert {u.window_start for u in usage} >= {closed}
+
+        with session_scope(pipeline_env) as session:
+            session.execute(update(UsageRollup).values(output_tokens=UsageRollup.output_tokens + 5))
+        with pytest.raises(DataQualityError, match="output_tokens_diff"):
+            asyncio.run(stripe_sync(settle_minutes=0))
+        assert any("FAILED" in (a.data or "") for a in _artifacts("metering-gate"))
+        assert stripe_sim.stats()["events"] == 0
+        with session_scope(pipeline_env) as session:
+            assert session.exec(smselect(StripeSyncLedger)).all() == []
+            session.execute(update(UsageRollup).values(output_tokens=UsageRollup.output_tokens - 5))
+
+        report = asyncio.run(stripe_sync(settle_minutes=0))
+        assert report["sent"] == 2  # the closed hour's input and output tokens
+        assert stripe_sim.stats()["events"] == 2
+        assert _artifacts("stripe-sync")
+        result = asyncio.run(reconcile(days=1))
+        assert result["ok"] is True
+    get_settings.cache_clear()

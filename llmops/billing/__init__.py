@@ -1,0 +1,1 @@
+"""Billing: Stripe meter setup, sync with a local ledger, and reconciliation."""

@@ -1,0 +1,1 @@
+"""Metering: incremental usage rollups, actions, plans and the data-quality gate."""
