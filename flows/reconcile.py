@@ -15,7 +15,8 @@ from typing import Any
 from prefect import flow, task
 from prefect.artifacts import acreate_markdown_artifact, acreate_table_artifact
 
-from flows._common import ops_engine, settings
+from flows._common import ops_engine, settings, traced
+from llmops.alerts import check_stripe_drift
 from llmops.billing.client import make_client
 from llmops.billing.reconcile import ReconcileReport, run_reconcile
 from llmops.errors import LLMOpsError
@@ -43,6 +44,7 @@ async def reconcile_task(days: int, settle_minutes: int) -> ReconcileReport:
 
 
 @flow(name="stripe-reconcile", log_prints=True)
+@traced
 async def reconcile(days: int = 2, settle_minutes: int = 5) -> dict[str, Any]:
     """Reconcile the last ``days`` of closed hours; fail on any drift."""
     report = await reconcile_task(days, settle_minutes)
@@ -55,6 +57,8 @@ async def reconcile(days: int = 2, settle_minutes: int = 5) -> dict[str, Any]:
         )
     print(report.markdown())
     if report.drifts:
+        engine = ops_engine(settings().resolved_database_url)
+        await asyncio.to_thread(check_stripe_drift, engine, report.drifts)
         total = sum(abs(d.drift) for d in report.drifts)
         raise DriftDetected(f"{len(report.drifts)} drifting hours, {total} units in total")
     return {"ok": report.ok, "checked": report.checked, "problems": report.problems}

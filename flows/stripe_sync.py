@@ -17,7 +17,7 @@ from typing import Any
 from prefect import flow, task
 from prefect.artifacts import acreate_markdown_artifact
 
-from flows._common import ops_engine, settings
+from flows._common import ops_engine, settings, traced
 from flows.usage_rollup import rollup_task
 from llmops.billing.client import StripeUnavailable, make_client
 from llmops.billing.sync import run_sync
@@ -55,6 +55,7 @@ def _markdown(report: dict[str, Any]) -> str:
 
 
 @flow(name="stripe-sync", log_prints=True)
+@traced
 async def stripe_sync(settle_minutes: int = 5, rollup_first: bool = True) -> dict[str, Any]:
     """Send meter usage to Stripe; every event is in the sync ledger."""
     try:

@@ -16,7 +16,7 @@ from typing import Any
 from prefect import flow, task
 from prefect.artifacts import acreate_markdown_artifact, acreate_table_artifact
 
-from flows._common import ops_engine, settings
+from flows._common import ops_engine, settings, traced
 from llmops.metering.plans import load_billing_config
 from llmops.metering.quality import Check, DataQualityError, GateResult
 from llmops.metering.rollup import run_rollup
@@ -38,6 +38,7 @@ async def rollup_task(settle_minutes: int) -> dict[str, Any]:
 
 
 @flow(name="usage-rollup", log_prints=True)
+@traced
 async def usage_rollup(settle_minutes: int = 5) -> dict[str, Any]:
     """Incrementally roll up usage and refresh billable meter usage."""
     try:

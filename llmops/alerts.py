@@ -296,3 +296,28 @@ def check_eval_runs(
             )
         )
     return raised
+
+
+def check_stripe_drift(engine: Engine, drifts: Iterable[Any]) -> list[Raised]:
+    """One alert per drifting (tenant, meter, hour) from a reconciliation's ``drifts``."""
+    raised = []
+    for d in drifts:
+        window = d.window_start.isoformat()
+        raised.append(
+            raise_alert(
+                engine,
+                "stripe_drift",
+                f"{d.tenant_id}|{d.meter}|{window}",
+                f"Stripe drift for {d.tenant_id} {d.meter} at {window}: {d.drift:+d} units "
+                f"(metered {d.metered}, sent {d.ledger_sent}, Stripe {d.stripe})",
+                severity="critical",
+                details={
+                    "customer": d.customer,
+                    "metered": d.metered,
+                    "ledger_sent": d.ledger_sent,
+                    "stripe": d.stripe,
+                    "flagged": d.flagged,
+                },
+            )
+        )
+    return raised

@@ -199,3 +199,25 @@ def test_eval_regressions_alert_once_per_version_and_model(db_engine: Engine) ->
     assert alert.summary == (
         "eval triage: classify v3 on chat-small scored 0.800: accuracy 0.80 < 0.85"
     )
+
+
+def test_stripe_drift_alerts_per_tenant_meter_and_hour(db_engine: Engine) -> None:
+    from llmops.alerts import check_stripe_drift
+    from llmops.billing.reconcile import Drift
+
+    drift = Drift(
+        tenant_id="acme",
+        customer="cus_1",
+        meter="llm_tokens",
+        window_start=NOW.replace(minute=0),
+        metered=1200,
+        ledger_sent=1200,
+        stripe=1000,
+        flagged=0,
+    )
+    [first] = check_stripe_drift(db_engine, [drift])
+    assert first.new and first.key == "acme|llm_tokens|2026-11-28T12:00:00+00:00"
+    assert not check_stripe_drift(db_engine, [drift])[0].new
+    [alert] = list_alerts(db_engine)
+    assert alert.summary.startswith("Stripe drift for acme llm_tokens at 2026-11-28T12:00")
+    assert "-200 units (metered 1200, sent 1200, Stripe 1000)" in alert.summary

@@ -141,8 +141,8 @@ EXPECTED_DDL = {
     "eval_runs": "id VARCHAR, suite VARCHAR, prompt_name VARCHAR, prompt_version INTEGER, "
     "model_group VARCHAR, status VARCHAR, started_at TIMESTAMPTZ",
     "eval_results": "run_id VARCHAR, item_id VARCHAR, score DOUBLE, passed BOOLEAN",
-    "stripe_reconciliation": "tenant_id VARCHAR, meter VARCHAR, window_start TIMESTAMPTZ, "
-    "ledger_value DECIMAL(38, 12), stripe_value DECIMAL(38, 12), checked_at TIMESTAMPTZ",
+    "reconciliation_drifts": "tenant_id VARCHAR, meter VARCHAR, window_start TIMESTAMPTZ, "
+    "metered BIGINT, ledger_sent BIGINT, stripe BIGINT, drift BIGINT, created_at TIMESTAMPTZ",
 }
 
 
@@ -192,10 +192,10 @@ def add_expected_tables(warehouse: Path, traffic: Traffic) -> dict[str, str]:
         for day in range(3):
             window = START + timedelta(days=day)
             for tenant in ("acme", "globex"):
-                drift = Decimal(3) if (tenant, day) == ("globex", 2) else Decimal(0)
+                drift = 3 if (tenant, day) == ("globex", 2) else 0
                 con.execute(
-                    "INSERT INTO stripe_reconciliation VALUES (?, 'llm_tokens', ?, ?, ?, ?)",
-                    [tenant, window, Decimal(1000), Decimal(1000) + drift, window],
+                    "INSERT INTO reconciliation_drifts VALUES (?, 'llm_tokens', ?, ?, ?, ?, ?, ?)",
+                    [tenant, window, 1000, 1000, 1000 + drift, drift, window],
                 )
     return {action: outcome for (_, action), outcome in outcomes.items()}
 
@@ -381,7 +381,7 @@ def test_missing_tables_make_no_data_panels_that_name_them(
         assert "not in the warehouse yet" in states[name].note
     assert "action_outcomes" in states["cost_per_successful_action"].note
     assert "spend_caps, budget_ledger" in states["budget_burn"].note
-    assert "stripe_reconciliation" in states["stripe_drift"].note
+    assert "reconciliation_drifts" in states["stripe_drift"].note
     drawn = {n for n, p in states.items() if p.state == "chart"}
     assert drawn == set(CHARTS) - set(EXPECTED_ONLY)
     assert not dashboard.errors
@@ -567,7 +567,7 @@ def test_report_build_command_writes_the_dashboard(
     assert result.returncode == 0, result.stderr
     assert (out / "index.html").is_file()
     assert f"dashboard: {out / 'index.html'} (7 of 11 panels drawn)" in result.stdout
-    assert "Stripe drift: not in the warehouse yet: stripe_reconciliation" in result.stdout
+    assert "Stripe drift: not in the warehouse yet: reconciliation_drifts" in result.stdout
 
     fresh = run_llmops(cli_env("http://127.0.0.1:9"), "report", "build")
     assert fresh.returncode == 0, fresh.stderr
