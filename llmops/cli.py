@@ -12,6 +12,7 @@ import typer
 
 from llmops.cli_caps import caps_app
 from llmops.cli_gateway import gateway_app, tenants_app
+from llmops.cli_jobs import jobs_app
 from llmops.errors import LLMOpsError
 
 app = typer.Typer(
@@ -26,6 +27,7 @@ app.add_typer(sim_app, name="sim")
 app.add_typer(caps_app, name="caps")
 app.add_typer(tenants_app, name="tenants")
 app.add_typer(gateway_app, name="gateway")
+app.add_typer(jobs_app, name="jobs")
 
 
 def _fail(message: str) -> typer.Exit:

@@ -36,6 +36,7 @@ from llmops.errors import AuthError
 from llmops.gateway.config import GatewayConfig
 from llmops.gateway.core import ChatRequest, ChatResult
 from llmops.gateway.http_errors import error_body, error_response, http_error
+from llmops.gateway.http_jobs import jobs_router
 from llmops.gateway.http_metrics import GatewayMetrics
 from llmops.gateway.http_models import InvalidRequest, parse_chat_request, to_chat_request
 from llmops.settings import Settings
@@ -146,6 +147,7 @@ def create_app(
     app.add_route("/v1/models", list_models, methods=["GET"])
     app.add_route("/healthz", healthz, methods=["GET"])
     app.add_route("/metrics", prometheus, methods=["GET"])
+    app.include_router(jobs_router(engine, authenticate, gateway.config))
     app.add_exception_handler(StarletteHTTPException, _http_exception)
     app.state.metrics = metrics
     return app
