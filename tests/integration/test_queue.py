@@ -16,7 +16,7 @@ from aiohttp import web
 from sqlalchemy import Engine, func, insert, select, update
 
 from llmops.db.engine import session_scope
-from llmops.db.models import Feature, Job, PromptLabel, PromptVersion, RequestLog
+from llmops.db.models import Feature, PromptLabel, PromptVersion, RequestLog
 from llmops.errors import ValidationError
 from llmops.gateway.config import GatewayConfig
 from llmops.gateway.core import ChatRequest, Gateway
@@ -467,3 +467,43 @@ async def test_completion_posts_a_signed_callback_retried_until_delivered(
     event = json.loads(body)
     assert event["type"] == "job.completed" and event["job"]["id"] == job_id
     assert event["job"]["result"]["text"]
+
+
+# -- budgets --------------------------------------------------------------------------
+
+
+async def test_a_cap_full_of_holds_retries_but_a_spent_cap_dead_letters(
+    db_engine: Engine, config: GatewayConfig, worker: Callable[..., QueueWorker], sim: SimServer
+) -> None:
+    from llmops.gateway.budget import BudgetManager
+
+    budgets = BudgetManager(db_engine)
+    budgets.set_cap(
+        tenant_id="acme", feature_id=None, limit_usd=Decimal("0.01"), period="day", mode="hard"
+    )
+    held = budgets.reserve(
+        request_id="other-call", tenant_id="acme", feature_id="summary", amount_usd=Decimal("0.01")
+    )
+    job_id = enqueue(db_engine, config, "acme", job_body(max_attempts=5)).job["id"]
+    w = worker(retry_base_s=0.2, retry_max_s=0.2)
+    running = asyncio.create_task(w.run(until_empty=True))
+    while w.stats.retried == 0:  # refused while another call's hold fills the cap
+        await asyncio.sleep(0.02)
+    budgets.release(held)
+    stats = await running
+    job = get_job(db_engine, job_id, tenant_id=None)
+    assert job["status"] == "completed" and stats.retried >= 1
+    assert job["history"][0]["error_class"] == "budget_exceeded"
+    assert job["history"][0]["retryable"] is True
+
+    [cap] = budgets.list_caps()
+    rest = cap.remaining_usd
+    spent = budgets.reserve(
+        request_id="spent-call", tenant_id="acme", feature_id="summary", amount_usd=rest
+    )
+    budgets.settle(spent, rest)  # now the cap is spent, not merely held
+    doomed = enqueue(db_engine, config, "acme", job_body(max_attempts=5)).job["id"]
+    stats = await worker().run(until_empty=True)
+    job = get_job(db_engine, doomed, tenant_id=None)
+    assert (job["status"], job["attempts"], stats.retried) == ("dead", 1, 0)
+    assert "budget_exceeded" in job["error"]
