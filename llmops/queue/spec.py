@@ -147,7 +147,10 @@ def build_payload(
         payload["max_tokens"] = spec.max_tokens
     if spec.temperature is not None:
         payload["temperature"] = spec.temperature
-    size = len(json.dumps(payload, ensure_ascii=False).encode())
+    try:
+        size = len(json.dumps(payload, ensure_ascii=False).encode())
+    except (TypeError, ValueError) as exc:
+        raise ValidationError(f"job payload is not JSON-serializable: {exc}") from None
     if size > max_bytes:
         raise ValidationError(f"job payload is {size} bytes, over the limit of {max_bytes}")
     return payload

@@ -215,6 +215,13 @@ class JobStore:
             rows = conn.execute(stmt).all()
         return {row[0]: Recovered(*row[1:]) for row in rows}
 
+    def logged_cost(self, job_id: str) -> Decimal:
+        """What the request log charged for this job's calls (summed here: money is
+        TEXT on SQLite, never summed in SQL)."""
+        stmt = select(_LOG.c.cost_usd).where(_LOG.c.job_id == job_id)
+        with self.engine.connect() as conn:
+            return sum(conn.execute(stmt).scalars(), Decimal(0))
+
     # -- transitions -------------------------------------------------------------------
 
     def apply(self, transitions: Sequence[Transition]) -> list[bool]:

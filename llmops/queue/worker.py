@@ -409,7 +409,8 @@ class QueueWorker:
             return
         if failure.retryable:
             values["error"] = f"{error} (gave up after {job.attempt} attempts)"
-        cost = _history_cost(history)
+        # Failed calls are rarely billed, but an answer that could not be priced is.
+        cost = await asyncio.to_thread(self.store.logged_cost, job.id)
         values["cost_usd"] = cost
         if await self._commit(Transition(job, "dead", values)):
             self.stats.dead += 1
