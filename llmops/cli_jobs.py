@@ -176,7 +176,7 @@ def work(
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, max=1000)] = 50,
     concurrency: Annotated[int, typer.Option(min=1, max=1000)] = 50,
     until_empty: Annotated[
-        bool, typer.Option("--until-empty", help="Exit once no job is queued or running.")
+        bool, typer.Option("--until-empty", help="Exit once no job is running or due soon.")
     ] = False,
     max_seconds: Annotated[
         float | None, typer.Option("--max-seconds", help="Claim nothing new after this.")

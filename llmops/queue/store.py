@@ -321,6 +321,20 @@ class JobStore:
         with self.write() as conn:
             return int(conn.execute(stmt).rowcount)
 
+    def busy(self, due_by: datetime) -> bool:
+        """True while any job is running, or queued and due by ``due_by``."""
+        stmt = select(JOBS.c.id).where(
+            or_(
+                JOBS.c.status == "running",
+                and_(
+                    JOBS.c.status == "queued",
+                    or_(JOBS.c.not_before.is_(None), JOBS.c.not_before <= due_by),
+                ),
+            )
+        )
+        with self.engine.connect() as conn:
+            return conn.execute(stmt.limit(1)).first() is not None
+
     def counts(self) -> dict[str, int]:
         """Jobs per status."""
         with self.engine.connect() as conn:

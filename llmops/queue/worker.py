@@ -142,8 +142,9 @@ class QueueWorker:
         max_seconds: float | None = None,
         grace_s: float = 30.0,
     ) -> WorkerStats:
-        """Work until stopped; with ``until_empty`` also until no job is queued or running
-        anywhere; with ``max_seconds`` claim nothing new after that long."""
+        """Work until stopped; with ``until_empty`` also until no job is running anywhere
+        or queued and due within ``retry_max_s``; with ``max_seconds`` claim nothing new
+        after that long."""
         loop = asyncio.get_running_loop()
         deadline = None if max_seconds is None else loop.time() + max_seconds
         helpers = [
@@ -180,8 +181,9 @@ class QueueWorker:
         return self.stats
 
     def _anything_left(self) -> bool:
-        counts = self.store.counts()
-        return counts.get("queued", 0) + counts.get("running", 0) > 0
+        # Retries are due within retry_max_s: wait for them; a job scheduled later is
+        # left for a later run.
+        return self.store.busy(utcnow() + timedelta(seconds=self.retry_max_s + 1))
 
     async def _wait(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -208,7 +210,7 @@ class QueueWorker:
         prompts = await asyncio.to_thread(self._resolve_prompts, jobs)
         for job in jobs:
             task = asyncio.create_task(
-                self._run_job(job, answered.get(job.id), prompts), name=f"job-{job.id}"
+                self._guarded(job, answered.get(job.id), prompts), name=f"job-{job.id}"
             )
             self._running[job.id] = _Running(job, task)
             task.add_done_callback(self._forget)
@@ -257,6 +259,17 @@ class QueueWorker:
             self.stats.released += sum(applied)
 
     # -- one job -----------------------------------------------------------------------
+
+    async def _guarded(
+        self,
+        job: ClaimedJob,
+        answered: Recovered | None,
+        prompts: dict[_PromptKey, PromptFile | ValidationError],
+    ) -> None:
+        try:
+            await self._run_job(job, answered, prompts)
+        except Exception as exc:  # the DB failed mid-job: its lease expires, a claim recovers
+            log.error("job %s: left to its lease: %s", job.id, exc)
 
     async def _run_job(
         self,

@@ -507,3 +507,16 @@ async def test_a_cap_full_of_holds_retries_but_a_spent_cap_dead_letters(
     job = get_job(db_engine, doomed, tenant_id=None)
     assert (job["status"], job["attempts"], stats.retried) == ("dead", 1, 0)
     assert "budget_exceeded" in job["error"]
+
+
+async def test_a_job_waits_for_its_not_before_time(
+    db_engine: Engine, config: GatewayConfig, worker: Callable[..., QueueWorker]
+) -> None:
+    later = (utcnow() + timedelta(hours=1)).isoformat()
+    scheduled = enqueue(db_engine, config, "acme", job_body(1, not_before=later)).job["id"]
+    now_job = enqueue(db_engine, config, "acme", job_body(2)).job["id"]
+    stats = await worker().run(until_empty=True)
+    assert (stats.claimed, stats.ended) == (1, "empty")
+    assert get_job(db_engine, now_job, tenant_id=None)["status"] == "completed"
+    waiting = get_job(db_engine, scheduled, tenant_id=None)
+    assert (waiting["status"], waiting["attempts"]) == ("queued", 0)
