@@ -5,7 +5,10 @@ in its own process, then measures, in this order:
 
 1. baseline: a bare ``litellm.Router.acompletion`` loop at ``--concurrency`` (50) calls
    in flight, for ``--jobs`` (10,000) calls: what the provider and LiteLLM allow;
-2. on SQLite (a file in a temp dir), then on Postgres when LLMOPS_TEST_DATABASE_URL is
+2. on each backend, the gateway core without the queue: one process calling
+   ``Gateway.chat`` ``--jobs`` times at the same concurrency, to tell what the queue
+   costs from what the core (request log, rate limiter, budgets) costs;
+3. on SQLite (a file in a temp dir), then on Postgres when LLMOPS_TEST_DATABASE_URL is
    set (an admin URL: a database is created for the run and dropped after):
    ``--jobs`` jobs enqueued, then drained by 1 worker process and again by 2 worker
    processes, each at the baseline's concurrency, through the full gateway core (request
@@ -169,13 +172,31 @@ def _prepare_db(url: str, jobs: int) -> None:
         engine.dispose()
 
 
-def _drain(env: dict[str, str], workers: int, concurrency: int, batch: int, folder: Path) -> Any:
-    """Run ``workers`` worker processes from a common start; (seconds, their stats)."""
+def _drain(
+    env: dict[str, str],
+    workers: int,
+    concurrency: int,
+    batch: int,
+    folder: Path,
+    core_calls: int = 0,
+) -> Any:
+    """Run ``workers`` worker processes from a common start; (seconds, their stats).
+
+    With ``core_calls``, one process calls ``Gateway.chat`` that many times instead (the
+    gateway core without the queue, at the same concurrency)."""
     signals = folder / f"signals-{secrets.token_hex(4)}"
     signals.mkdir()
     procs = [
         subprocess.Popen(
-            [sys.executable, __file__, "--worker", str(signals), str(concurrency), str(batch)],
+            [
+                sys.executable,
+                __file__,
+                "--worker",
+                str(signals),
+                str(concurrency),
+                str(batch),
+                str(core_calls),
+            ],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -199,7 +220,7 @@ def _drain(env: dict[str, str], workers: int, concurrency: int, batch: int, fold
     return max(r["finished_at"] for r in results) - started, results
 
 
-def _worker_main(signals: Path, concurrency: int, batch: int) -> None:
+def _worker_main(signals: Path, concurrency: int, batch: int, core_calls: int) -> None:
     from llmops.settings import apply_offline_env, get_settings
 
     apply_offline_env()
@@ -221,11 +242,22 @@ def _worker_main(signals: Path, concurrency: int, batch: int) -> None:
         (signals / f"ready-{os.getpid()}").touch()
         while not (signals / "go").exists():
             await asyncio.sleep(0.005)
-        stats = await worker.run(until_empty=True)
+        if core_calls:
+            sem = asyncio.Semaphore(concurrency)
+
+            async def call(i: int) -> None:
+                text = [{"role": "user", "content": f"Summarize ticket {i}."}]
+                async with sem:
+                    await gateway.chat(ChatRequest("acme", "summary", text, "fast", max_tokens=16))
+
+            await asyncio.gather(*(call(i) for i in range(core_calls)))
+            result: dict[str, Any] = {"completed": core_calls, "dead": 0}
+        else:
+            result = (await worker.run(until_empty=True)).as_dict()
         ended = time.time()
         await gateway.aclose()
         engine.dispose()
-        return {**stats.as_dict(), "finished_at": ended}
+        return {**result, "finished_at": ended}
 
     print(json.dumps(asyncio.run(main())))
 
@@ -289,6 +321,11 @@ def main() -> None:
                         LLMOPS_GATEWAY_CONFIG=str(gateway_yaml),
                         LLMOPS_DATA_DIR=str(folder / "data"),
                     )
+                    _prepare_db(url, 0)
+                    seconds, _ = _drain(env, 1, args.concurrency, 1, folder, core_calls=jobs)
+                    core = jobs / seconds
+                    print(f"{backend:8s} gateway core loop: {core:8.1f} calls/s", flush=True)
+                    figures[f"{backend}_core_calls_s"] = round(core, 1)
                     rates = {}
                     for workers in (1, 2):
                         _prepare_db(url, jobs)
@@ -305,6 +342,8 @@ def main() -> None:
                         )
                         figures[f"{backend}_{workers}w_jobs_s"] = round(rates[workers], 1)
                         figures[f"{backend}_{workers}w_completed"] = done
+                    figures[f"{backend}_core_vs_baseline"] = round(core / baseline, 3)
+                    figures[f"{backend}_1w_vs_core"] = round(rates[1] / core, 3)
                     figures[f"{backend}_1w_vs_baseline"] = round(rates[1] / baseline, 3)
                     figures[f"{backend}_2w_vs_1w"] = round(rates[2] / rates[1], 3)
             finally:
@@ -320,13 +359,20 @@ def main() -> None:
         if f"{backend}_1w_jobs_s" not in figures:
             continue
         one, two = figures[f"{backend}_1w_jobs_s"], figures[f"{backend}_2w_jobs_s"]
-        print(f"{backend + ' 1 worker':24s} {one:9.1f} {one / baseline:8.2f}  (vs baseline)")
+        core = figures[f"{backend}_core_calls_s"]
+        print(
+            f"{backend + ' core, no queue':24s} {core:9.1f} {core / baseline:8.2f}  (vs baseline)"
+        )
+        print(
+            f"{backend + ' 1 worker':24s} {one:9.1f} {one / baseline:8.2f}  (vs baseline; "
+            f"{one / core:.2f} vs the core)"
+        )
         print(f"{backend + ' 2 workers':24s} {two:9.1f} {two / one:8.2f}  (vs 1 worker)")
     print(json.dumps(figures))
 
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--worker":
-        _worker_main(Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))
+        _worker_main(Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))
     else:
         main()
