@@ -1,8 +1,9 @@
 """The queue worker: claims jobs in batches under leases and runs them through the gateway.
 
 One :class:`QueueWorker` keeps up to ``concurrency`` jobs in flight on one event loop,
-claiming a new batch whenever half a batch of slots is free, and heartbeats the leases
-of the jobs it holds every third of the lease. Terminal and retry transitions are
+holding up to one batch more claimed and waiting (so a freed slot is refilled at once),
+claiming again whenever half a batch of room is free; it heartbeats the leases of every
+job it holds every third of the lease. Terminal and retry transitions are
 group-committed (one transaction for every transition waiting), fenced on the lease.
 
 Exactly-once accounting: the gateway returns a call only after its request_log row
@@ -113,6 +114,7 @@ class QueueWorker:
         self._callback_client = callback_client
         self._rng = rng or random.Random()
         self._stop = asyncio.Event()
+        self._slots = asyncio.Semaphore(self.concurrency)
         self._running: dict[str, _Running] = {}
         self._pending: list[tuple[Transition, asyncio.Future[bool]]] = []
         self._commit_wake = asyncio.Event()
@@ -147,6 +149,11 @@ class QueueWorker:
         after that long."""
         loop = asyncio.get_running_loop()
         deadline = None if max_seconds is None else loop.time() + max_seconds
+        # Up to a batch is claimed ahead of free slots, so a finished job's slot is
+        # refilled at once instead of waiting for half a batch of slots to free up.
+        self._slots = asyncio.Semaphore(self.concurrency)
+        capacity = self.concurrency + self.batch_size
+        refill = max(1, self.batch_size // 2)
         helpers = [
             asyncio.create_task(self._heartbeats(), name="queue-heartbeat"),
             asyncio.create_task(self._committer(), name="queue-commit"),
@@ -159,15 +166,15 @@ class QueueWorker:
                     self.stats.ended = "time"
                     break
                 claimed = 0
-                free = self.concurrency - len(self._running)
-                if free >= max(1, min(self.batch_size, self.concurrency) // 2):
+                free = capacity - len(self._running)
+                if free >= refill:
                     claimed = await self._claim(min(self.batch_size, free))
                 if claimed == 0 and not self._running:
                     if until_empty and not await asyncio.to_thread(self._anything_left):
                         self.stats.ended = "empty"
                         break
                     await self._wait(self.poll_s)
-                elif claimed == 0 or len(self._running) >= self.concurrency // 2:
+                elif claimed == 0 or capacity - len(self._running) < refill:
                     await self._wait_for_slot()
             await self._drain(grace_s)
         finally:
@@ -267,7 +274,8 @@ class QueueWorker:
         prompts: dict[_PromptKey, PromptFile | ValidationError],
     ) -> None:
         try:
-            await self._run_job(job, answered, prompts)
+            async with self._slots:
+                await self._run_job(job, answered, prompts)
         except Exception as exc:  # the DB failed mid-job: its lease expires, a claim recovers
             log.error("job %s: left to its lease: %s", job.id, exc)
 
