@@ -16,6 +16,7 @@ from llmops.cli_blocks import blocks_app
 from llmops.cli_caps import caps_app
 from llmops.cli_eval import eval_app
 from llmops.cli_gateway import gateway_app, tenants_app
+from llmops.cli_jobs import jobs_app
 from llmops.cli_prompts import prompts_app
 from llmops.cli_report import report_app
 from llmops.cli_stack import stack_app
@@ -41,6 +42,7 @@ app.add_typer(prompts_app, name="prompts")
 app.add_typer(eval_app, name="eval")
 app.add_typer(billing_app, name="billing")
 app.add_typer(stripe_sim_app, name="stripe-sim")
+app.add_typer(jobs_app, name="jobs")
 
 
 def _fail(message: str) -> typer.Exit:

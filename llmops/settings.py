@@ -111,6 +111,22 @@ class Settings(BaseSettings):
     prefect_home: Path | None = Field(
         default=None, description="PREFECT_HOME for local runs. Default: <data_dir>/prefect"
     )
+    queue_max_payload_bytes: int = Field(
+        default=256 * 1024,
+        gt=0,
+        description="Largest job payload (messages or prompt variables, as JSON) accepted.",
+    )
+    queue_lease_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="Job lease (visibility timeout); workers heartbeat at a third of it.",
+    )
+    queue_retry_base_s: float = Field(
+        default=2.0, ge=0, description="First retry delay of a job; doubles per attempt."
+    )
+    queue_retry_max_s: float = Field(
+        default=300.0, ge=0, description="Longest delay between two attempts of a job."
+    )
 
     @property
     def resolved_database_url(self) -> str:

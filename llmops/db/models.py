@@ -126,12 +126,20 @@ class PromptLabelEvent(SQLModel, table=True):
 
 
 class Job(SQLModel, table=True):
-    """A unit of slow LLM work on the durable queue."""
+    """A unit of slow LLM work on the durable queue (:mod:`llmops.queue`).
+
+    ``status``: queued -> running -> completed | queued (retry) | dead (dead-letter).
+    A claim sets ``lease_owner`` and ``lease_expires_at`` and increments ``attempts``;
+    ``(id, attempts, lease_owner)`` fences every later write of that claim.
+    """
 
     __tablename__ = "jobs"
     __table_args__ = (
         UniqueConstraint("tenant_id", "idempotency_key", name="uq_jobs_tenant_idem"),
         Index("ix_jobs_claim", "status", "priority", "created_at"),
+        Index("ix_jobs_ready", "status", "tenant_id", "priority", "created_at"),
+        Index("ix_jobs_lease", "status", "lease_expires_at"),
+        Index("ix_jobs_callback", "callback_status", "callback_next_at"),
     )
 
     id: str = Field(primary_key=True, max_length=40)
@@ -154,6 +162,15 @@ class Job(SQLModel, table=True):
     created_at: datetime = _ts()
     updated_at: datetime = _ts()
     completed_at: datetime | None = _ts(nullable=True)
+    action_id: str | None = Field(default=None, max_length=100)
+    request_id: str | None = Field(default=None, max_length=40)
+    started_at: datetime | None = _ts(nullable=True)
+    callback_status: str | None = Field(default=None, max_length=16)
+    callback_attempts: int = Field(default=0)
+    callback_next_at: datetime | None = _ts(nullable=True)
+    callback_http_status: int | None = None
+    callback_error: str | None = Field(default=None, sa_type=Text)
+    callback_delivered_at: datetime | None = _ts(nullable=True)
 
 
 class RequestLog(SQLModel, table=True):
@@ -538,4 +555,14 @@ class ReconciliationDrift(SQLModel, table=True):
     stripe: int = Field(default=0, sa_type=BigInteger)
     flagged: int = Field(default=0, sa_type=BigInteger)
     drift: int = Field(default=0, sa_type=BigInteger)
+    created_at: datetime = _ts()
+
+
+class TenantCallbackSecret(SQLModel, table=True):
+    """The per-tenant secret that signs job callbacks (HMAC-SHA256 over the body)."""
+
+    __tablename__ = "tenant_callback_secrets"
+
+    tenant_id: str = Field(primary_key=True, foreign_key="tenants.id", max_length=64)
+    secret: str = Field(max_length=100)
     created_at: datetime = _ts()

@@ -37,6 +37,7 @@ from llmops.gateway.config import GatewayConfig
 from llmops.gateway.core import ChatRequest, ChatResult
 from llmops.gateway.http_actions import actions_router
 from llmops.gateway.http_errors import error_body, error_response, http_error
+from llmops.gateway.http_jobs import jobs_router
 from llmops.gateway.http_metrics import GatewayMetrics
 from llmops.gateway.http_models import InvalidRequest, parse_chat_request, to_chat_request
 from llmops.settings import Settings
@@ -148,6 +149,7 @@ def create_app(
     app.add_route("/healthz", healthz, methods=["GET"])
     app.add_route("/metrics", prometheus, methods=["GET"])
     app.include_router(actions_router(engine, authenticate))
+    app.include_router(jobs_router(engine, authenticate, gateway.config))
     app.add_exception_handler(StarletteHTTPException, _http_exception)
     app.state.metrics = metrics
     return app
