@@ -2,10 +2,9 @@
 
 :func:`on_job_terminal` is called by the worker right after the transition committed,
 once per job: the transition is fenced on the worker's lease, so only the worker whose
-write took effect calls it. This is where the action outcome of a job (issue 6: an
-action's success or failure from job completion) is to be recorded; a crash between the
-commit and this call skips it, so a consumer that must see every outcome can also sweep
-``jobs.completed_at``.
+write took effect calls it. It records the action outcome of the job (success or
+failure, for cost per successful action); a crash between the commit and this call skips
+it, so a consumer that must see every outcome can also sweep ``jobs.completed_at``.
 """
 
 from __future__ import annotations
@@ -36,7 +35,26 @@ class TerminalJob:
 
 
 def on_job_terminal(engine: Engine, job: TerminalJob) -> None:
-    """Record that ``job`` ended (hook for the action-outcome metering of issue 6)."""
+    """Record that ``job`` ended. A completed job makes its action a success, unless the
+    action already has an outcome (a caller may have posted one through
+    ``POST /v1/actions/{id}/outcome``; outcomes are final). A dead-lettered job records
+    none: it may still be replayed and succeed, and outcomes cannot be changed. Never
+    raises: the job's own state is committed and metering must not undo it."""
+    from sqlmodel import Session
+
+    from llmops.metering.actions import ActionConflict, record_action_outcome
+
+    if job.status == "completed":
+        try:
+            with Session(engine) as session:
+                record_action_outcome(
+                    session, job.tenant_id, job.action_id, "success", "job", job_id=job.job_id
+                )
+                session.commit()
+        except ActionConflict as exc:
+            log.info("action %s keeps its earlier outcome: %s", job.action_id, exc)
+        except Exception:
+            log.exception("action outcome of job %s not recorded", job.job_id)
     log.info(
         "job %s (%s/%s, action %s) %s, cost %s",
         job.job_id,

@@ -16,7 +16,7 @@ from aiohttp import web
 from sqlalchemy import Engine, func, insert, select, update
 
 from llmops.db.engine import session_scope
-from llmops.db.models import Feature, PromptLabel, PromptVersion, RequestLog
+from llmops.db.models import ActionOutcome, Feature, PromptLabel, PromptVersion, RequestLog
 from llmops.errors import ValidationError
 from llmops.gateway.config import GatewayConfig
 from llmops.gateway.core import ChatRequest, Gateway
@@ -234,6 +234,14 @@ async def test_a_worker_completes_jobs_through_the_gateway_and_logs_each_call_on
     assert ok_rows(db_engine, prompt_job)[0].prompt_name == "summarize"
     assert ok_rows(db_engine, ids[0])[0].action_id == ids[0]
     assert sim.stats()["total"] == 21
+    # Each completed job makes its action a success (cost per successful action).
+    with db_engine.connect() as conn:
+        outcomes = {
+            (o.action_id, o.outcome, o.source, o.job_id)
+            for o in conn.execute(select(ActionOutcome.__table__)).all()  # type: ignore[attr-defined]
+        }
+    assert ("act-42", "success", "job", prompt_job) in outcomes
+    assert len(outcomes) == 21
 
 
 async def test_retryable_failures_back_off_then_dead_letter_with_history_and_replay(
