@@ -18,19 +18,30 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import acreate_markdown_artifact
 
 from flows._common import ops_engine, settings, traced
-from llmops.alerts import check_provider_errors, check_soft_caps, deliver_pending
+from llmops.alerts import (
+    check_dead_letters,
+    check_provider_errors,
+    check_soft_caps,
+    deliver_pending,
+)
 from llmops.gateway.budget import BudgetManager
 
 ALERT_BLOCK = "llmops-alerts"
 
 
 @task
-async def detect(error_rate_threshold: float, window_minutes: int) -> list[dict[str, Any]]:
+async def detect(
+    error_rate_threshold: float, window_minutes: int, dead_letter_threshold: int
+) -> list[dict[str, Any]]:
     """Run every detector; the alerts raised (new or repeated)."""
-    return await asyncio.to_thread(_detect, error_rate_threshold, window_minutes)
+    return await asyncio.to_thread(
+        _detect, error_rate_threshold, window_minutes, dead_letter_threshold
+    )
 
 
-def _detect(error_rate_threshold: float, window_minutes: int) -> list[dict[str, Any]]:
+def _detect(
+    error_rate_threshold: float, window_minutes: int, dead_letter_threshold: int
+) -> list[dict[str, Any]]:
     from datetime import timedelta
 
     engine = ops_engine(settings().resolved_database_url)
@@ -38,6 +49,7 @@ def _detect(error_rate_threshold: float, window_minutes: int) -> list[dict[str, 
         engine, window=timedelta(minutes=window_minutes), threshold=error_rate_threshold
     )
     raised += check_soft_caps(BudgetManager(engine).list_caps(), engine)
+    raised += check_dead_letters(engine, threshold=dead_letter_threshold)
     return [{"kind": r.kind, "key": r.key, "new": r.new} for r in raised]
 
 
@@ -69,16 +81,20 @@ async def deliver() -> dict[str, Any]:
 
 @flow(name="alerts", log_prints=True)
 @traced
-async def alerts(error_rate_threshold: float = 0.2, window_minutes: int = 15) -> dict[str, Any]:
+async def alerts(
+    error_rate_threshold: float = 0.2, window_minutes: int = 15, dead_letter_threshold: int = 10
+) -> dict[str, Any]:
     """Detect alert conditions and deliver new alerts, once per condition.
 
     Args:
         error_rate_threshold: Share of calls (0-1) failing or falling back that raises a
             provider-errors alert for a model group.
         window_minutes: How far back the error rate is measured, in minutes.
+        dead_letter_threshold: Jobs dead-lettered within an hour that raise a
+            dead-letter-growth alert.
     """
     logger = get_run_logger()
-    raised = await detect(error_rate_threshold, window_minutes)
+    raised = await detect(error_rate_threshold, window_minutes, dead_letter_threshold)
     delivery = await deliver()
     new = [r for r in raised if r["new"]]
     print(

@@ -321,3 +321,41 @@ def check_stripe_drift(engine: Engine, drifts: Iterable[Any]) -> list[Raised]:
             )
         )
     return raised
+
+
+def check_dead_letters(
+    engine: Engine,
+    *,
+    window: timedelta = timedelta(hours=1),
+    threshold: int = 10,
+    now: datetime | None = None,
+) -> list[Raised]:
+    """Alert when ``threshold`` or more jobs were dead-lettered in the last ``window``.
+
+    One alert per hour of the window's end (a steady stream of dead letters is one alert an
+    hour), with the count per tenant in the details.
+    """
+    from llmops.db.models import Job
+
+    now = now or utcnow()
+    with Session(engine) as session:
+        rows = session.exec(
+            select(Job.tenant_id).where(Job.status == "dead", col(Job.completed_at) >= now - window)
+        ).all()
+    if len(rows) < threshold:
+        return []
+    per_tenant: dict[str, int] = defaultdict(int)
+    for tenant in rows:
+        per_tenant[tenant] += 1
+    hour = now.replace(minute=0, second=0, microsecond=0).isoformat()
+    return [
+        raise_alert(
+            engine,
+            "dlq_growth",
+            f"jobs|{hour}",
+            f"{len(rows)} jobs dead-lettered in the last {int(window.total_seconds() // 60)} min",
+            severity="critical" if len(rows) >= 10 * threshold else "warning",
+            details={"per_tenant": dict(sorted(per_tenant.items()))},
+            now=now,
+        )
+    ]

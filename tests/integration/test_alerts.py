@@ -221,3 +221,40 @@ def test_stripe_drift_alerts_per_tenant_meter_and_hour(db_engine: Engine) -> Non
     [alert] = list_alerts(db_engine)
     assert alert.summary.startswith("Stripe drift for acme llm_tokens at 2026-11-28T12:00")
     assert "-200 units (metered 1200, sent 1200, Stripe 1000)" in alert.summary
+
+
+def test_dead_letter_growth_alerts_once_an_hour(db_engine: Engine) -> None:
+    from llmops.alerts import check_dead_letters
+    from llmops.db.models import Job, Tenant
+
+    with Session(db_engine) as session:
+        for tenant in ("acme", "beta"):
+            session.add(Tenant(id=tenant, name=tenant))
+        session.commit()
+        for i in range(12):
+            session.add(
+                Job(
+                    id=new_id("job"),
+                    tenant_id="acme" if i < 9 else "beta",
+                    feature_id="f",
+                    status="dead",
+                    completed_at=NOW - timedelta(minutes=10),
+                )
+            )
+        session.add(
+            Job(
+                id=new_id("job"),
+                tenant_id="acme",
+                feature_id="f",
+                status="dead",
+                completed_at=NOW - timedelta(hours=3),
+            )
+        )
+        session.commit()
+    assert check_dead_letters(db_engine, threshold=13, now=NOW) == []
+    [raised] = check_dead_letters(db_engine, threshold=10, now=NOW)
+    assert raised.new and raised.key == "jobs|2026-11-28T12:00:00+00:00"
+    assert not check_dead_letters(db_engine, threshold=10, now=NOW + timedelta(minutes=5))[0].new
+    [alert] = list_alerts(db_engine)
+    assert alert.summary == "12 jobs dead-lettered in the last 60 min"
+    assert alert.details == {"per_tenant": {"acme": 9, "beta": 3}}
