@@ -19,7 +19,7 @@ from typing import Any
 from prefect import flow, task
 from prefect.artifacts import acreate_markdown_artifact
 
-from flows._common import gateway, ops_engine, retry_if_retryable, settings
+from flows._common import gateway, ops_engine, retry_if_retryable, settings, traced
 from llmops.queue.worker import QueueWorker, install_signal_handlers
 
 
@@ -49,6 +49,7 @@ _COUNTS = ("claimed", "completed", "recovered", "retried", "dead", "released", "
 
 
 @flow(name="queue-worker", log_prints=True)
+@traced
 async def queue_worker(
     batch_size: int = 50,
     concurrency: int = 50,

@@ -46,6 +46,7 @@ from llmops.queue.retry import Failure, backoff_s, classify
 from llmops.queue.store import ClaimedJob, JobStore, Recovered, Transition
 from llmops.queue.terminal import TerminalJob, on_job_terminal
 from llmops.settings import Settings
+from llmops.telemetry import tracing
 
 __all__ = ["QueueWorker", "WorkerStats", "install_signal_handlers"]
 
@@ -275,7 +276,10 @@ class QueueWorker:
     ) -> None:
         try:
             async with self._slots:
-                await self._run_job(job, answered, prompts)
+                with tracing.job_span(
+                    job.id, tenant_id=job.tenant_id, feature_id=job.feature_id, attempt=job.attempt
+                ):
+                    await self._run_job(job, answered, prompts)
         except Exception as exc:  # the DB failed mid-job: its lease expires, a claim recovers
             log.error("job %s: left to its lease: %s", job.id, exc)
 

@@ -528,3 +528,18 @@ async def test_a_job_waits_for_its_not_before_time(
     assert get_job(db_engine, now_job, tenant_id=None)["status"] == "completed"
     waiting = get_job(db_engine, scheduled, tenant_id=None)
     assert (waiting["status"], waiting["attempts"]) == ("queued", 0)
+
+
+async def test_each_job_attempt_is_a_span(
+    db_engine: Engine,
+    config: GatewayConfig,
+    worker: Callable[..., QueueWorker],
+    sim: SimServer,
+    span_exporter: Any,
+) -> None:
+    job_id = enqueue(db_engine, config, "acme", job_body()).job["id"]
+    await worker().run(until_empty=True)
+    spans = [s for s in span_exporter.get_finished_spans() if s.name.startswith("job ")]
+    [span] = [s for s in spans if dict(s.attributes or {})["llmops.job_id"] == job_id]
+    attrs = dict(span.attributes or {})
+    assert attrs["llmops.tenant_id"] == "acme" and attrs["llmops.job.attempt"] == 1
