@@ -46,12 +46,13 @@ from sqlmodel import SQLModel
 
 from llmops.db import models as _models  # noqa: F401  (registers the tables)
 from llmops.db.types import UTCDateTime
-from llmops.errors import DatabaseUnavailable
-from llmops.gateway.budget_types import CapSpec
+from llmops.errors import BudgetExceeded, DatabaseUnavailable
+from llmops.gateway.budget_types import ALERT_THRESHOLDS, BudgetAlert, CapSpec, format_usd
 
 CAPS: Table = SQLModel.metadata.tables["spend_caps"]
 LEDGER: Table = SQLModel.metadata.tables["budget_ledger"]
 RESERVATIONS: Table = SQLModel.metadata.tables["budget_reservations"]
+LEASES: Table = SQLModel.metadata.tables["budget_leases"]
 
 ZERO = Decimal(0)
 
@@ -251,6 +252,7 @@ class LedgerStore:
             ).scalar()
             if cap_id is None:
                 return False
+            conn.execute(delete(LEASES).where(LEASES.c.cap_id == cap_id))
             conn.execute(delete(LEDGER).where(LEDGER.c.cap_id == cap_id))
             conn.execute(delete(CAPS).where(CAPS.c.id == cap_id))
         return True
@@ -327,3 +329,41 @@ class LedgerStore:
             .with_for_update(skip_locked=True)
         )
         return [dict(row._mapping) for row in conn.execute(stmt)]
+
+
+# -- decisions on locked rows ----------------------------------------------------------
+
+
+def reaches(entry: LedgerRow, threshold: int) -> bool:
+    return entry.spent_usd * 100 >= entry.limit_usd * threshold
+
+
+def new_alerts(entry: LedgerRow) -> list[BudgetAlert]:
+    """Alerts for thresholds the settled spend reached for the first time this window."""
+    crossed = [t for t in ALERT_THRESHOLDS if t > entry.alerted_pct and reaches(entry, t)]
+    if crossed:
+        entry.alerted_pct = max(crossed)
+    return [
+        BudgetAlert(
+            cap_id=entry.cap_id,
+            scope_key=entry.scope_key,
+            period=entry.period,
+            window_start=entry.window_start,
+            threshold_pct=threshold,
+            spent_usd=entry.spent_usd,
+            limit_usd=entry.limit_usd,
+            mode=entry.mode,
+        )
+        for threshold in crossed
+    ]
+
+
+def exceeded(over: list[LedgerRow], amount: Decimal) -> BudgetExceeded:
+    # Name the tightest cap; scope keys hold tenant and feature ids, never secrets.
+    entry = min(over, key=lambda e: e.limit_usd - e.spent_usd - e.reserved_usd)
+    remaining = max(entry.limit_usd - entry.spent_usd - entry.reserved_usd, ZERO)
+    return BudgetExceeded(
+        f"spend cap {entry.scope_key} ({entry.period}) would be exceeded: limit "
+        f"{format_usd(entry.limit_usd)}, remaining {format_usd(remaining)}, "
+        f"this request may cost up to {format_usd(amount)}"
+    )

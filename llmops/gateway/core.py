@@ -32,13 +32,15 @@ from llmops.errors import (
 )
 from llmops.gateway.admission import Admission, Admitter
 from llmops.gateway.attempts import METADATA_KEY, tracker
-from llmops.gateway.budget import BudgetManager
+from llmops.gateway.budget import BudgetAlert, BudgetManager
+from llmops.gateway.budget_leases import CapLeases
 from llmops.gateway.cache import CachedAnswer, ResponseCache, cache_key, make_cache
 from llmops.gateway.config import FeaturePolicy, GatewayConfig
 from llmops.gateway.pricebook import Usage
 from llmops.gateway.ratelimit_core import RateLimiter
 from llmops.gateway.requestlog import RequestLogWriter
 from llmops.gateway.router import build_router, translate_error
+from llmops.gateway.upkeep import Keeper, Upkeep
 from llmops.ids import new_id, new_trace_id, utcnow
 from llmops.settings import Settings
 
@@ -148,19 +150,25 @@ class Gateway:
         log_text: bool = True,
         wait_for_log: bool = True,
         clock: Callable[[], datetime] = utcnow,
+        on_budget_alert: Callable[[BudgetAlert], None] | None = None,
+        upkeep: Upkeep | None = None,
     ) -> None:
-        from llmops.gateway.ratelimit import DbRateLimiter
+        from llmops.gateway.ratelimit import DbRateLimiter, LeasedRateLimiter
 
         self.config = config
         self.prices = config.price_book()
         self.router = router if router is not None else build_router(config)
-        self.limiter = limiter if limiter is not None else DbRateLimiter(engine)
+        self.limiter = limiter if limiter is not None else LeasedRateLimiter(DbRateLimiter(engine))
         self.budgets = budgets if budgets is not None else BudgetManager(engine, clock=clock)
+        if on_budget_alert is not None:
+            self.budgets.on_alert = on_budget_alert
+        #: This process's leases of spend-cap headroom: calls are admitted from memory.
+        self.leases = CapLeases(self.budgets)
         self.cache = cache if cache is not None else make_cache(None)
         self.admitter = Admitter(
             config,
             limiter=self.limiter,
-            budgets=self.budgets,
+            leases=self.leases,
             default_max_tokens=default_max_tokens,
             hash_key=redaction_hash_key,
         )
@@ -168,10 +176,13 @@ class Gateway:
         self._group_of = {
             dep.id: name for name, group in config.model_groups.items() for dep in group.deployments
         }
-        self.log = RequestLogWriter(engine)
+        # The spend of the calls logged in a batch is booked in the batch's transaction.
+        self.log = RequestLogWriter(engine, hook=self.leases.log_hook)
         self.log_text = log_text
         self.wait_for_log = wait_for_log
         self.clock = clock
+        self.upkeep = upkeep if upkeep is not None else Upkeep()
+        self._keeper = Keeper(self.upkeep, self.limiter, self.leases, self.budgets)
 
     @classmethod
     def from_settings(cls, settings: Settings, engine: Engine) -> Gateway:
@@ -379,9 +390,9 @@ class Gateway:
 
     async def _hold(self, req: ChatRequest, adm: Admission, row: dict[str, Any]) -> None:
         """Take the rate limits and the worst-case spend-cap holds."""
+        self._keeper.ensure_running()
         await self.admitter.hold(
             adm,
-            request_id=row["request_id"],
             tenant_id=req.tenant_id,
             feature_id=req.feature_id,
             group=req.model_group,
@@ -558,9 +569,8 @@ class Gateway:
         if adm is not None:
             if isinstance(exc, PricingError) and row["deployment_id"] is not None:
                 # Served but unpriceable: keep the worst-case hold as spend, never $0.
-                reservation = adm.reservation
-                if reservation is not None and reservation.cap_ids:
-                    await self.admitter.settle(adm, tokens=0, cost=reservation.amount_usd)
+                if adm.hold is not None and adm.hold.keys:
+                    await self.admitter.settle(adm, tokens=0, cost=adm.hold.amount)
             elif adm.partial_cost is not None:
                 await self.admitter.settle(adm, tokens=adm.partial_tokens, cost=adm.partial_cost)
             else:
@@ -608,11 +618,17 @@ class Gateway:
         await self.log.write(row, wait=self.wait_for_log)
 
     async def flush(self) -> None:
-        """Return once every request_log row of this gateway is committed."""
+        """Return once every request_log row of this gateway is committed, and the spend
+        of every call that returned is booked on its spend caps."""
         await self.log.flush()
+        if self.leases.pending():
+            await asyncio.to_thread(self.leases.book_now)
 
     async def aclose(self) -> None:
-        """Flush the request log, stop its writer and close the rate limiter."""
+        """Flush the request log, stop its writer, return this process's leases of cap
+        headroom and rate-limit capacity, and close the rate limiter."""
+        await self._keeper.stop()
         await self.log.aclose()
+        await asyncio.to_thread(self.leases.close)
         await self.limiter.aclose()
         await self.cache.aclose()

@@ -173,6 +173,8 @@ async def test_abandoned_stream_is_charged_for_what_was_streamed(
                 break
         await stream.aclose()
         await gw.flush()
+        assert gw.leases.held_usd() == 0  # the stream's hold was settled
+        await gw.aclose()  # returns the process's lease of the cap's headroom
     (row,) = _rows(db_engine)
     assert row.status == "cancelled"
     assert 0 < row.output_tokens < 60
