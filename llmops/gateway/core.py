@@ -133,6 +133,59 @@ def _usage(raw: Any) -> Usage:
     )
 
 
+def _mark(chunk: Any, **marks: Any) -> None:
+    """Note how a chunk's answer was served, where LiteLLM keeps such metadata."""
+    hidden = getattr(chunk, "_hidden_params", None)
+    if isinstance(hidden, dict):
+        hidden.update({f"llmops_{name}": value for name, value in marks.items()})
+
+
+def _as_chunks(result: ChatResult) -> list[Any]:
+    """A stored (cached, stale or static) answer as a stream: content, finish, usage."""
+    from litellm.types.utils import Delta, ModelResponseStream, StreamingChoices
+    from litellm.types.utils import Usage as LiteLLMUsage
+
+    model = result.model or result.model_group
+    chunks = [
+        ModelResponseStream(
+            id=result.request_id,
+            model=model,
+            choices=[
+                StreamingChoices(
+                    index=0, delta=Delta(role="assistant", content=result.text), finish_reason=None
+                )
+            ],
+        ),
+        ModelResponseStream(
+            id=result.request_id,
+            model=model,
+            choices=[
+                StreamingChoices(
+                    index=0, delta=Delta(content=None), finish_reason=result.finish_reason or "stop"
+                )
+            ],
+        ),
+        ModelResponseStream(
+            id=result.request_id,
+            model=model,
+            choices=[],
+            usage=LiteLLMUsage(
+                prompt_tokens=result.usage.input_tokens,
+                completion_tokens=result.usage.output_tokens,
+                total_tokens=result.usage.input_tokens + result.usage.output_tokens,
+            ),
+        ),
+    ]
+    for chunk in chunks:
+        _mark(
+            chunk,
+            cache_hit=result.cache_hit,
+            degraded=result.degraded,
+            stale_age_s=result.stale_age_s,
+        )
+    return chunks
+
+
 class Gateway:
     """Routes calls through LiteLLM, prices them, and writes the request log."""
 
@@ -235,17 +288,7 @@ class Gateway:
                 adm, tokens=usage.input_tokens + usage.output_tokens, cost=result.cost_usd
             )
             if key is not None:
-                answer = CachedAnswer(
-                    text,
-                    choice.finish_reason,
-                    row["model"],
-                    row["deployment_id"],
-                    usage.input_tokens,
-                    usage.output_tokens,
-                    time.time(),
-                )
-                retain = max(policy.cache.ttl_s, policy.degrade.stale_max_age_s)
-                await self.cache.set(key, answer, retain)
+                await self._remember(key, policy, row, text, choice.finish_reason, usage)
             if adm.redaction is not None:
                 result.text = adm.restore(text)
                 choice.message.content = result.text
@@ -263,15 +306,33 @@ class Gateway:
         return result
 
     async def stream(self, req: ChatRequest) -> AsyncIterator[Any]:
-        """A streaming completion: yields LiteLLM chunks; logs once the stream ends."""
+        """A streaming completion: yields LiteLLM chunks; logs once the stream ends.
+
+        The feature's cache and degradation policy apply as to :meth:`chat`: a cached,
+        stale or static answer streams as one content chunk, a finish chunk and a usage
+        chunk, each marked in its ``_hidden_params`` (``llmops_cache_hit``,
+        ``llmops_degraded``, ``llmops_stale_age_s``) so the HTTP layer can say so.
+        """
         row = self._start(req)
         row["stream"] = True
         t0 = time.perf_counter()
         adm: Admission | None = None
         stream: Any = None
         parts: list[str] = []
+        policy = self.config.feature(req.feature_id)
+        key: str | None = None
+        yielded = False
         try:
+            req = await self._maybe_downgrade(req, row, policy)
             adm = self._prepare(req, row)
+            key = self._cache_key(req, adm, policy)
+            if key is not None and policy.cache.enabled:
+                hit = await self.cache.get(key)
+                if hit is not None and hit.age_s(time.time()) <= policy.cache.ttl_s:
+                    served = await self._answer_from(row, adm, hit, t0, degraded=None)
+                    for chunk in _as_chunks(served):
+                        yield chunk
+                    return
             await self._hold(req, adm, row)
             args = self._call_args(req, adm, row, stream=True)
             stream = await self.router.acompletion(**args)
@@ -296,14 +357,31 @@ class Gateway:
                         delta.content = (delta.content or "") + restorer.flush()
                     finish = chunk.choices[0].finish_reason or finish
                 raw_usage = getattr(chunk, "usage", None) or raw_usage
+                if not yielded and row["degraded"] is not None:
+                    _mark(chunk, degraded=row["degraded"])
+                yielded = True
                 yield chunk
             hidden = getattr(stream, "_hidden_params", {}) or {}
             usage = _usage(raw_usage)
-            result = self._finish(row, req, hidden, usage, "".join(parts), finish, t0, ttft_ms)
+            text = "".join(parts)
+            result = self._finish(row, req, hidden, usage, text, finish, t0, ttft_ms)
             await self.admitter.settle(
                 adm, tokens=usage.input_tokens + usage.output_tokens, cost=result.cost_usd
             )
+            if key is not None:
+                await self._remember(key, policy, row, text, finish, usage)
         except BaseException as exc:
+            if (
+                not yielded
+                and adm is not None
+                and policy.degrade.on_failure != "error"
+                and _degradable(exc)
+            ):
+                degraded = await self._degrade(row, adm, key, policy, exc, t0)
+                if degraded is not None:
+                    for chunk in _as_chunks(degraded):
+                        yield chunk
+                    return
             if stream is not None and adm is not None and isinstance(exc, _GONE):
                 # The caller left mid-stream: the provider bills what it generated.
                 self._charge_partial(row, adm, stream, parts)
@@ -312,6 +390,27 @@ class Gateway:
                 raise
             raise error from exc
         await self._write(row)
+
+    async def _remember(
+        self,
+        key: str,
+        policy: FeaturePolicy,
+        row: dict[str, Any],
+        text: str,
+        finish_reason: str | None,
+        usage: Usage,
+    ) -> None:
+        """Keep a fresh answer (redacted, as the provider gave it) for cache and stale use."""
+        answer = CachedAnswer(
+            text,
+            finish_reason,
+            row["model"],
+            row["deployment_id"],
+            usage.input_tokens,
+            usage.output_tokens,
+            time.time(),
+        )
+        await self.cache.set(key, answer, max(policy.cache.ttl_s, policy.degrade.stale_max_age_s))
 
     def _charge_partial(
         self, row: dict[str, Any], adm: Admission, stream: Any, parts: list[str]
