@@ -71,7 +71,9 @@ async def test_leases_and_holds_of_a_crashed_process_are_swept(
     # (Its clock runs an hour behind, so what it wrote has expired by now.)
     crashed = BudgetManager(db_engine, clock=lambda: utcnow() - timedelta(hours=1))
     await CapLeases(crashed).hold("acme", "f", Decimal("0.10"))
-    crashed.reserve(request_id="req_dead", tenant_id="acme", feature_id="f", amount_usd=Decimal("0.90"))
+    crashed.reserve(
+        request_id="req_dead", tenant_id="acme", feature_id="f", amount_usd=Decimal("0.90")
+    )
     (cap,) = budgets.list_caps()
     assert cap.reserved_usd == cap.limit_usd  # the cap is full of what the dead left
 
