@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import contextvars
 import cProfile
 import io
 import json
@@ -99,6 +100,10 @@ LITELLM_PROXY_NOTE = (
 )
 
 Call = Callable[[], Awaitable[None]]
+
+
+async def _noop() -> None:
+    return None
 
 
 # -- processes and databases ------------------------------------------------------------
@@ -247,6 +252,10 @@ class BenchPath:
     store: Store | None = None  # the ops DB it writes to (core and HTTP rows)
     server: subprocess.Popen[bytes] | None = None  # whose CPU to count (HTTP rows)
     runs: dict[int, list[Run]] = field(default_factory=dict)
+    #: Core rows: ms each call spent outside the Router (filled by the call itself).
+    outside: list[float] = field(default_factory=list)
+    #: The median of ``outside`` per round, by concurrency.
+    outside_ms: dict[int, list[float]] = field(default_factory=dict)
 
     def summary(self, concurrency: int) -> Run:
         """The median of each figure over the rounds."""
@@ -314,11 +323,41 @@ def router_call(router: Any) -> Call:
     return call
 
 
-def core_call(gateway: Gateway) -> Call:
+#: Seconds the current call spent inside ``Router.acompletion`` (set per call).
+_IN_ROUTER: contextvars.ContextVar[list[float]] = contextvars.ContextVar("in_router")
+
+
+class TimedRouter:
+    """The gateway's Router, timing each ``acompletion`` for the call that made it."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    async def acompletion(self, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return await self.inner.acompletion(**kwargs)
+        finally:
+            _IN_ROUTER.get()[0] += time.perf_counter() - started
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def core_call(gateway: Gateway, outside: list[float]) -> Call:
+    """A core call; appends the ms it spent outside the Router (the core's own time,
+    measured inside each call, so the machine's load shifts it far less than p50s)."""
+    if not isinstance(gateway.router, TimedRouter):
+        gateway.router = TimedRouter(gateway.router)
+
     async def call() -> None:
+        in_router = [0.0]
+        _IN_ROUTER.set(in_router)
+        started = time.perf_counter()
         result = await gateway.chat(
             ChatRequest(TENANT, FEATURE, MESSAGES, GROUP, max_tokens=MAX_TOKENS)
         )
+        outside.append((time.perf_counter() - started - in_router[0]) * 1000)
         assert result.text
 
     return call
@@ -438,6 +477,15 @@ async def step_costs(store: Store, n: int = 300) -> list[str]:
         permit = await gateway.limiter.acquire(rules, tokens=100)
         await gateway.limiter.settle(permit, actual_tokens=40)
 
+    async def rate_limit_per_call(_: int) -> None:
+        shared = gateway.limiter.shared  # type: ignore[attr-defined]
+        permit = await shared.acquire(rules, tokens=100)
+        await shared.settle(permit, actual_tokens=40)
+
+    async def lease(_: int) -> None:
+        hold = await gateway.leases.hold(TENANT, FEATURE, Decimal("0.0001"))
+        gateway.leases.settle(hold, Decimal("0.00001"))
+
     def spend_cap(i: int) -> None:
         held = gateway.budgets.reserve(
             request_id=f"step_{i}_{secrets.token_hex(4)}",
@@ -457,8 +505,10 @@ async def step_costs(store: Store, n: int = 300) -> list[str]:
         "|---|---:|",
         await timed("redact + restore (default policy)", redact),
         await timed("count input tokens (litellm.token_counter)", count_tokens),
-        await timed("rate limits: acquire + settle (2 transactions)", rate_limit),
-        await timed("spend cap: reserve + settle (2 transactions)", spend_cap),
+        await timed("rate limits from the process's slices (as the gateway does)", rate_limit),
+        await timed("rate limits per call: acquire + settle (2 transactions)", rate_limit_per_call),
+        await timed("spend cap from the process's lease (as the gateway does)", lease),
+        await timed("spend cap per call: reserve + settle (2 transactions)", spend_cap),
         await timed("request_log: one row, one commit", log_row),
     ]
     await gateway.aclose()
@@ -517,15 +567,12 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
                 router_call(build_router(GatewayConfig.model_validate(config))),
             ),
         ]
-        paths += [
-            BenchPath(
-                f"core_{s.label.lower()}",
-                f"llmops core in-process, {s.label}",
-                core_call(s.gateway),
-                store=s,
+        for s in stores:
+            core = BenchPath(
+                f"core_{s.label.lower()}", f"llmops core in-process, {s.label}", _noop, store=s
             )
-            for s in stores
-        ]
+            core.call = core_call(s.gateway, core.outside)
+            paths.append(core)
         paths += [
             BenchPath(
                 f"http_{s.label.lower()}",
@@ -544,8 +591,14 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
                 for _ in range(args.rounds):
                     for path in paths:
                         pid = path.server.pid if path.server is not None else None
+                        path.outside.clear()
                         result = await drive(path.call, calls, concurrency, pid)
                         path.runs.setdefault(concurrency, []).append(result)
+                        if path.outside:
+                            timed = path.outside[-calls:]  # not the warm-up
+                            path.outside_ms.setdefault(concurrency, []).append(
+                                statistics.median(timed)
+                            )
                         progress(concurrency, path, result)
             elapsed, load_after = time.perf_counter() - started, load_average()
             # Callers waited for their rows' commits: every call so far must be in the log.
@@ -616,6 +669,13 @@ def table(paths: list[BenchPath], concurrency: int, calls: int, rounds: int) -> 
             f"{s.calls_per_s / base.calls_per_s:.2f}x | {s.p50_ms - base.p50_ms:+.2f} | "
             f"{s.cpu_ms:.2f} |"
         )
+    for path in paths:
+        if path.outside_ms.get(concurrency):
+            rounds_ms = ", ".join(f"{ms:.2f}" for ms in path.outside_ms[concurrency])
+            lines.append(
+                f"\n{path.label}: time outside the Router per call, median "
+                f"{statistics.median(path.outside_ms[concurrency]):.3f} ms (rounds: {rounds_ms})"
+            )
     return lines
 
 
@@ -692,6 +752,10 @@ def report(args: argparse.Namespace, outcome: dict[str, Any]) -> None:
                 "p50_added_ms": round(s.p50_ms - base.p50_ms, 3),
                 "rounds_calls_per_s": [round(r.calls_per_s, 1) for r in path.runs[concurrency]],
             }
+            if path.outside_ms.get(concurrency):
+                level[path.key]["outside_router_ms"] = round(
+                    statistics.median(path.outside_ms[concurrency]), 3
+                )
         results[f"c{concurrency}"] = level
     summary = {
         "bench": "gateway_overhead",
