@@ -9,9 +9,13 @@ this order:
 2. bare ``litellm.Router.acompletion``: the baseline every ratio is taken against;
 3. the llmops core in-process, built by ``Gateway.from_settings`` as the HTTP server
    builds it, with everything on: a hard spend cap and a rate limit on the tenant (both
-   far too large to reject, so each call takes and settles its holds), the default PII
+   far too large to reject; each call holds and settles on them, from the process's
+   lease of cap headroom and slices of the limits, as in production), the default PII
    redaction policy (the prompt carries an email address to find, mask and restore),
-   and the request log (each caller waits for its row's commit, the default);
+   and the request log (each caller waits for its row's commit, the default; the call's
+   spend is booked on the cap in that same transaction). Each core call also measures
+   the time it spent outside the Router: the core's own cost per call, far less
+   sensitive to the machine's load than a difference of two p50s;
 4. the llmops HTTP gateway, driven by an aiohttp client (aiohttp rather than httpx: it
    costs a tenth of the CPU per call, so the load generator never limits the gateway).
 
