@@ -89,6 +89,14 @@ class Settings(BaseSettings):
     prefect_home: Path | None = Field(
         default=None, description="PREFECT_HOME for local runs. Default: <data_dir>/prefect"
     )
+    log_wait: bool = Field(
+        default=True,
+        description=(
+            "A gateway call returns once its request_log row (and its spend) is committed. "
+            "false: it returns at once and the row commits with the next batch (~1 ms); "
+            "shutdown (SIGTERM) still flushes every row, a crash can lose the last batch."
+        ),
+    )
 
     @property
     def resolved_database_url(self) -> str:

@@ -253,6 +253,7 @@ class Gateway:
             default_max_tokens=settings.default_max_tokens,
             redaction_hash_key=hash_key.get_secret_value() if hash_key else None,
             log_text=settings.log_text,
+            wait_for_log=settings.log_wait,
         )
 
     # -- public API -------------------------------------------------------------------
