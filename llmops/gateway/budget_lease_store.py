@@ -21,11 +21,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from decimal import Decimal
+from decimal import ROUND_FLOOR, Decimal
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, delete, select, update
 
+from llmops.db.types import MONEY_SCALE
 from llmops.errors import BudgetExceeded
 from llmops.gateway.budget_ledger import (
     LEASES,
@@ -38,6 +39,8 @@ from llmops.gateway.budget_ledger import (
 )
 from llmops.gateway.budget_types import BudgetAlert
 from llmops.ids import new_id
+
+_QUANT = Decimal(1).scaleb(-MONEY_SCALE)
 
 
 @dataclass(frozen=True)
@@ -119,7 +122,8 @@ class LeaseStore:
             granted: list[Granted] = []
             for want in wants:
                 entry = ledger[want.key]
-                spare = max(_headroom(entry), ZERO) * fraction
+                # At the ledger's scale, rounded down: what is stored is what is granted.
+                spare = (max(_headroom(entry), ZERO) * fraction).quantize(_QUANT, ROUND_FLOOR)
                 added = max(want.need, min(want.target, spare))
                 entry.reserved_usd += added
                 lease = leases.get(want.lease_id or "")
