@@ -38,6 +38,7 @@ from llmops.gateway.cache import CachedAnswer, ResponseCache, cache_key, make_ca
 from llmops.gateway.config import FeaturePolicy, GatewayConfig
 from llmops.gateway.pricebook import Usage
 from llmops.gateway.ratelimit_core import RateLimiter
+from llmops.gateway.replay import as_chunks, mark
 from llmops.gateway.requestlog import RequestLogWriter
 from llmops.gateway.router import build_router, translate_error
 from llmops.gateway.upkeep import Keeper, Upkeep
@@ -131,59 +132,6 @@ def _usage(raw: Any) -> Usage:
         cached_tokens=int(getattr(prompt_details, "cached_tokens", 0) or 0),
         reasoning_tokens=int(getattr(completion_details, "reasoning_tokens", 0) or 0),
     )
-
-
-def _mark(chunk: Any, **marks: Any) -> None:
-    """Note how a chunk's answer was served, where LiteLLM keeps such metadata."""
-    hidden = getattr(chunk, "_hidden_params", None)
-    if isinstance(hidden, dict):
-        hidden.update({f"llmops_{name}": value for name, value in marks.items()})
-
-
-def _as_chunks(result: ChatResult) -> list[Any]:
-    """A stored (cached, stale or static) answer as a stream: content, finish, usage."""
-    from litellm.types.utils import Delta, ModelResponseStream, StreamingChoices
-    from litellm.types.utils import Usage as LiteLLMUsage
-
-    model = result.model or result.model_group
-    chunks = [
-        ModelResponseStream(
-            id=result.request_id,
-            model=model,
-            choices=[
-                StreamingChoices(
-                    index=0, delta=Delta(role="assistant", content=result.text), finish_reason=None
-                )
-            ],
-        ),
-        ModelResponseStream(
-            id=result.request_id,
-            model=model,
-            choices=[
-                StreamingChoices(
-                    index=0, delta=Delta(content=None), finish_reason=result.finish_reason or "stop"
-                )
-            ],
-        ),
-        ModelResponseStream(
-            id=result.request_id,
-            model=model,
-            choices=[],
-            usage=LiteLLMUsage(
-                prompt_tokens=result.usage.input_tokens,
-                completion_tokens=result.usage.output_tokens,
-                total_tokens=result.usage.input_tokens + result.usage.output_tokens,
-            ),
-        ),
-    ]
-    for chunk in chunks:
-        _mark(
-            chunk,
-            cache_hit=result.cache_hit,
-            degraded=result.degraded,
-            stale_age_s=result.stale_age_s,
-        )
-    return chunks
 
 
 class Gateway:
@@ -331,7 +279,7 @@ class Gateway:
                 hit = await self.cache.get(key)
                 if hit is not None and hit.age_s(time.time()) <= policy.cache.ttl_s:
                     served = await self._answer_from(row, adm, hit, t0, degraded=None)
-                    for chunk in _as_chunks(served):
+                    for chunk in as_chunks(served):
                         yield chunk
                     return
             await self._hold(req, adm, row)
@@ -359,7 +307,7 @@ class Gateway:
                     finish = chunk.choices[0].finish_reason or finish
                 raw_usage = getattr(chunk, "usage", None) or raw_usage
                 if not yielded and row["degraded"] is not None:
-                    _mark(chunk, degraded=row["degraded"])
+                    mark(chunk, degraded=row["degraded"])
                 yielded = True
                 yield chunk
             hidden = getattr(stream, "_hidden_params", {}) or {}
@@ -380,7 +328,7 @@ class Gateway:
             ):
                 degraded = await self._degrade(row, adm, key, policy, exc, t0)
                 if degraded is not None:
-                    for chunk in _as_chunks(degraded):
+                    for chunk in as_chunks(degraded):
                         yield chunk
                     return
             if stream is not None and adm is not None and isinstance(exc, _GONE):
