@@ -61,6 +61,7 @@ class Granted:
     key: LedgerKey
     lease_id: str
     added: Decimal
+    ledger_id: int
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,7 @@ class Spend:
     key: LedgerKey
     lease_id: str | None
     amount: Decimal
+    ledger_id: int | None = None  # known: the row is locked by id (a prepared statement)
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,12 @@ class LeaseStore:
             update(LEASES)
             .where(LEASES.c.id == bindparam("l_id"))
             .values(amount_usd=bindparam("l_amount"))
+        )
+        self._lock_leases = (
+            select(LEASES.c.id, LEASES.c.amount_usd)
+            .where(LEASES.c.id.in_(bindparam("ids", expanding=True)))
+            .order_by(LEASES.c.id)
+            .with_for_update()
         )
 
     def grant(
@@ -133,7 +141,7 @@ class LeaseStore:
                         .where(LEASES.c.id == lease["id"])
                         .values(amount_usd=lease["amount_usd"] + added, expires_at=now + ttl)
                     )
-                    granted.append(Granted(want.key, lease["id"], added))
+                    granted.append(Granted(want.key, lease["id"], added, entry.id))
                     continue
                 lease_id = new_id("blease")
                 conn.execute(
@@ -147,7 +155,7 @@ class LeaseStore:
                         expires_at=now + ttl,
                     )
                 )
-                granted.append(Granted(want.key, lease_id, added))
+                granted.append(Granted(want.key, lease_id, added, entry.id))
             self.store.save_ledger(conn, ledger.values(), now)
         return granted
 
@@ -157,10 +165,13 @@ class LeaseStore:
         """Book ``spends`` in the caller's transaction; the alerts they raise."""
         if not spends:
             return []
-        ledger = {
-            (e.cap_id, e.window_start): e
-            for e in self.store.lock_ledger(conn, {s.key for s in spends})
-        }
+        ids = [s.ledger_id for s in spends]
+        rows = (
+            self.store.lock_ledger_ids(conn, [i for i in ids if i is not None])
+            if None not in ids
+            else self.store.lock_ledger(conn, {s.key for s in spends})
+        )
+        ledger = {(e.cap_id, e.window_start): e for e in rows}
         leases = self._lock(conn, [s.lease_id for s in spends if s.lease_id])
         changed: dict[str, Decimal] = {}
         alerts: list[BudgetAlert] = []
@@ -265,13 +276,8 @@ class LeaseStore:
     def _lock(self, conn: Connection, lease_ids: list[str]) -> dict[str, dict[str, Any]]:
         if not lease_ids:
             return {}
-        stmt = (
-            select(LEASES.c.id, LEASES.c.amount_usd)
-            .where(LEASES.c.id.in_(sorted(set(lease_ids))))
-            .order_by(LEASES.c.id)
-            .with_for_update()
-        )
-        return {row.id: dict(row._mapping) for row in conn.execute(stmt)}
+        rows = conn.execute(self._lock_leases, {"ids": sorted(set(lease_ids))})
+        return {row.id: dict(row._mapping) for row in rows}
 
 
 def _headroom(entry: LedgerRow) -> Decimal:

@@ -48,6 +48,7 @@ class _Lease:
 
     key: LedgerKey
     lease_id: str | None = None
+    ledger_id: int | None = None
     granted: Decimal = ZERO  # what the DB lease holds, as far as this process knows
     held: Decimal = ZERO  # worst cases of calls in flight
     pending: Decimal = ZERO  # settled spend not yet booked in the ledger
@@ -152,7 +153,7 @@ class CapLeases:
         """
         with self._lock:
             spends = [
-                Spend(lease.key, lease.lease_id, lease.pending)
+                Spend(lease.key, lease.lease_id, lease.pending, lease.ledger_id)
                 for lease in self._leases.values()
                 if lease.pending > 0
             ]
@@ -321,6 +322,7 @@ class CapLeases:
                             lease.granted = ZERO
                             lease.lease_id = granted.lease_id
                         lease.granted += granted.added
+                        lease.ledger_id = granted.ledger_id
                         lease.valid_until = valid_until
                 return
             if isinstance(outcome, BudgetExceeded):

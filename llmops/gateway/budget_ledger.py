@@ -56,6 +56,20 @@ LEASES: Table = SQLModel.metadata.tables["budget_leases"]
 
 ZERO = Decimal(0)
 
+#: A ledger row with its cap, as :class:`LedgerRow` holds it.
+_LEDGER_COLUMNS = (
+    LEDGER.c.id,
+    LEDGER.c.cap_id,
+    LEDGER.c.window_start,
+    LEDGER.c.spent_usd,
+    LEDGER.c.reserved_usd,
+    LEDGER.c.alerted_pct,
+    CAPS.c.scope_key,
+    CAPS.c.period,
+    CAPS.c.limit_usd,
+    CAPS.c.mode,
+)
+
 #: A ledger row is identified by its cap and the start of the cap's period window.
 LedgerKey = tuple[int, datetime]
 
@@ -85,6 +99,24 @@ class LedgerStore:
         # Serializes this process's SQLite writers in front of the file lock, whose busy
         # handler polls with sleeps of up to 100 ms and so wastes a free lock under load.
         self._local_writer = threading.Lock()
+        # Built once: constructing a statement costs more than running it on SQLite.
+        self._save = (
+            update(LEDGER)
+            .where(LEDGER.c.id == bindparam("b_id"))
+            .values(
+                spent_usd=bindparam("b_spent"),
+                reserved_usd=bindparam("b_reserved"),
+                alerted_pct=bindparam("b_alerted"),
+                updated_at=bindparam("b_now"),
+            )
+        )
+        self._lock_ids = (
+            select(*_LEDGER_COLUMNS)
+            .join(CAPS, CAPS.c.id == LEDGER.c.cap_id)
+            .where(LEDGER.c.id.in_(bindparam("ids", expanding=True)))
+            .order_by(LEDGER.c.cap_id, LEDGER.c.window_start)
+            .with_for_update(of=LEDGER)
+        )
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
@@ -135,18 +167,7 @@ class LedgerStore:
         if not wanted:
             return []
         stmt = (
-            select(
-                LEDGER.c.id,
-                LEDGER.c.cap_id,
-                LEDGER.c.window_start,
-                LEDGER.c.spent_usd,
-                LEDGER.c.reserved_usd,
-                LEDGER.c.alerted_pct,
-                CAPS.c.scope_key,
-                CAPS.c.period,
-                CAPS.c.limit_usd,
-                CAPS.c.mode,
-            )
+            select(*_LEDGER_COLUMNS)
             .join(CAPS, CAPS.c.id == LEDGER.c.cap_id)
             .where(
                 or_(
@@ -197,17 +218,14 @@ class LedgerStore:
         ]
         if not params:
             return
-        stmt = (
-            update(LEDGER)
-            .where(LEDGER.c.id == bindparam("b_id"))
-            .values(
-                spent_usd=bindparam("b_spent"),
-                reserved_usd=bindparam("b_reserved"),
-                alerted_pct=bindparam("b_alerted"),
-                updated_at=bindparam("b_now"),
-            )
-        )
-        conn.execute(stmt, params)
+        conn.execute(self._save, params)
+
+    def lock_ledger_ids(self, conn: Connection, ledger_ids: Iterable[int]) -> list[LedgerRow]:
+        """As :meth:`lock_ledger`, for rows known by id (one prepared statement)."""
+        ids = sorted(set(ledger_ids))
+        if not ids:
+            return []
+        return [LedgerRow(**row._mapping) for row in conn.execute(self._lock_ids, {"ids": ids})]
 
     # -- caps ----------------------------------------------------------------------------
 
