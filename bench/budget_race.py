@@ -26,6 +26,7 @@ nothing here asserts timings (tests/integration/test_budget_race.py asserts the 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import multiprocessing
 import os
@@ -59,6 +60,7 @@ class RaceResult:
     """What one race did, with every money figure as exact Decimal text."""
 
     backend: str
+    mode: str
     requests: int
     processes: int
     threads: int
@@ -147,7 +149,54 @@ def _run_requests(manager: BudgetManager, plan: Plan, threads: int) -> dict[str,
     return out
 
 
-def _process_main(url: str, plan: Plan, threads: int, ready: Any, go: Any, results: Any) -> None:
+async def _run_leased(manager: BudgetManager, plan: Plan, tasks: int) -> dict[str, Any]:
+    """Run ``plan`` as ``tasks`` coroutines holding on this process's leases, as the gateway
+    does: hold, call, settle (or release), then book the spend in a commit of its own."""
+    from llmops.gateway.budget_leases import CapLeases
+
+    leases = CapLeases(manager)
+    out: dict[str, Any] = {
+        "admitted": 0,
+        "rejected": 0,
+        "released": 0,
+        "settled": Decimal(0),
+        "latencies": [],
+    }
+    rng = random.Random(os.getpid())
+
+    async def run(share: Plan) -> None:
+        for _, worst, actual in share:
+            started = time.perf_counter()
+            try:
+                hold = await leases.hold(TENANT, FEATURE, Decimal(worst))
+            except BudgetExceeded:
+                out["rejected"] += 1
+                continue
+            reserved = time.perf_counter()
+            await asyncio.sleep(rng.uniform(0.001, 0.004))  # the provider call
+            called = time.perf_counter()
+            if actual:
+                leases.settle(hold, Decimal(actual))
+                await asyncio.to_thread(leases.book_now)  # the request log's commit
+            else:
+                leases.release(hold)
+            done = time.perf_counter()
+            out["admitted"] += 1
+            if actual:
+                out["settled"] += Decimal(actual)
+            else:
+                out["released"] += 1
+            out["latencies"].append((reserved - started + done - called) * 1000)
+
+    await asyncio.gather(*(run(plan[i::tasks]) for i in range(tasks)))
+    await asyncio.to_thread(leases.close)  # every unused lease goes back
+    out["settled"] = str(out["settled"])
+    return out
+
+
+def _process_main(
+    url: str, plan: Plan, threads: int, ready: Any, go: Any, results: Any, mode: str
+) -> None:
     """One racing process: its own engine and manager, warmed, then released on ``go``."""
     engine = make_engine(url)
     manager = BudgetManager(engine)
@@ -156,7 +205,10 @@ def _process_main(url: str, plan: Plan, threads: int, ready: Any, go: Any, resul
     ready.put(os.getpid())
     go.wait()
     try:
-        results.put(_run_requests(manager, plan, threads))
+        if mode == "leases":
+            results.put(asyncio.run(_run_leased(manager, plan, threads)))
+        else:
+            results.put(_run_requests(manager, plan, threads))
     finally:
         engine.dispose()
 
@@ -193,10 +245,18 @@ class _Checker(threading.Thread):
 
 
 def run_race(
-    url: str, *, requests: int = 200, processes: int = 4, threads: int = 6, seed: int = 7
+    url: str,
+    *,
+    requests: int = 200,
+    processes: int = 4,
+    threads: int = 6,
+    seed: int = 7,
+    mode: str = "reservations",
 ) -> tuple[RaceResult, list[str]]:
     """Race ``requests`` over ``processes`` x ``threads`` on a migrated, empty DB at ``url``.
 
+    ``mode`` "reservations": a reservation per request (threads); "leases": each process
+    admits from its leases of cap headroom, as the gateway does (``threads`` coroutines).
     Returns the result and the checker's violations (spent + reserved above a hard cap).
     """
     engine = make_engine(url)
@@ -207,7 +267,8 @@ def run_race(
     ready, results, go = ctx.Queue(), ctx.Queue(), ctx.Event()
     procs = [
         ctx.Process(
-            target=_process_main, args=(url, plan[i::processes], threads, ready, go, results)
+            target=_process_main,
+            args=(url, plan[i::processes], threads, ready, go, results, mode),
         )
         for i in range(processes)
     ]
@@ -242,6 +303,7 @@ def run_race(
     latencies = sorted(ms for out in outs for ms in out["latencies"])
     result = RaceResult(
         backend=make_url(url).get_backend_name(),
+        mode=mode,
         requests=requests,
         processes=processes,
         threads=threads,
@@ -329,6 +391,15 @@ def measure_latency(url: str, calls: int) -> dict[str, float]:
     return figures
 
 
+def _reset(url: str) -> None:
+    """Forget every cap, hold and lease (set_caps makes the caps again)."""
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        for table in ("budget_reservations", "budget_leases", "budget_ledger", "spend_caps"):
+            conn.execute(text(f"DELETE FROM {table}"))
+    engine.dispose()
+
+
 def create_database(admin_url: str) -> str:
     """A fresh Postgres database for this run; returns its URL."""
     name = f"llmops_bench_{secrets.token_hex(4)}"
@@ -365,23 +436,32 @@ def main() -> None:
     for label, url, admin in targets:
         try:
             upgrade(url)
-            result, violations = run_race(
-                url, requests=args.requests, processes=args.processes, threads=args.threads
-            )
-            result.latency_ms.update(measure_latency(url, args.latency_calls))
+            for mode in ("reservations", "leases"):
+                if mode == "leases":  # a clean slate: the same caps, no spend yet
+                    _reset(url)
+                result, violations = run_race(
+                    url,
+                    requests=args.requests,
+                    processes=args.processes,
+                    threads=args.threads,
+                    mode=mode,
+                )
+                if mode == "reservations":
+                    result.latency_ms.update(measure_latency(url, args.latency_calls))
+                report[f"{label}_{mode}"] = {**asdict(result), "violations": violations}
+                _print(result, violations)
         finally:
             if admin:
                 drop_database(admin, url)
-        report[label] = {**asdict(result), "violations": violations}
-        _print(result, violations)
     print(json.dumps(report, sort_keys=True))
 
 
 def _print(result: RaceResult, violations: list[str]) -> None:
     lat = result.latency_ms
     print(
-        f"\n{result.backend}: {result.requests} requests from {result.processes} processes x "
-        f"{result.threads} threads against a ${result.cap_usd} hard cap ({result.elapsed_s} s)"
+        f"\n{result.backend}, {result.mode}: {result.requests} requests from "
+        f"{result.processes} processes x {result.threads} threads against a "
+        f"${result.cap_usd} hard cap ({result.elapsed_s} s)"
     )
     print(
         f"  admitted {result.admitted} (released {result.released}), rejected "

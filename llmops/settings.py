@@ -127,6 +127,22 @@ class Settings(BaseSettings):
     queue_retry_max_s: float = Field(
         default=300.0, ge=0, description="Longest delay between two attempts of a job."
     )
+    log_wait: bool = Field(
+        default=True,
+        description=(
+            "A gateway call returns once its request_log row (and its spend) is committed. "
+            "false: it returns at once and the row commits with the next batch (~1 ms); "
+            "shutdown (SIGTERM) still flushes every row, a crash can lose the last batch."
+        ),
+    )
+    log_async_commit: bool = Field(
+        default=False,
+        description=(
+            "Postgres: commit request_log batches without waiting for the WAL flush. "
+            "Faster; a crash of the database server (not of llmops) can lose the last "
+            "few hundred ms of rows and their spend. Off: every committed row is durable."
+        ),
+    )
 
     @property
     def resolved_database_url(self) -> str:

@@ -566,3 +566,23 @@ class TenantCallbackSecret(SQLModel, table=True):
     tenant_id: str = Field(primary_key=True, foreign_key="tenants.id", max_length=64)
     secret: str = Field(max_length=100)
     created_at: datetime = _ts()
+
+
+class BudgetLease(SQLModel, table=True):
+    """Cap headroom one gateway process holds to admit calls without a DB round trip.
+
+    A lease is an atomic reservation like any other: its ``amount_usd`` is part of the
+    ledger row's ``reserved_usd``, so ``spent + reserved <= limit`` still holds across
+    processes. Spend settled against it moves from ``amount_usd`` to ``spent_usd``; the
+    unused rest returns when the process idles or stops, or when it expires.
+    """
+
+    __tablename__ = "budget_leases"
+
+    id: str = Field(primary_key=True, max_length=40)
+    cap_id: int = Field(foreign_key="spend_caps.id", index=True)
+    window_start: datetime = _ts()
+    holder: str = Field(max_length=200)
+    amount_usd: Decimal = _money()
+    created_at: datetime = _ts()
+    expires_at: datetime = _ts(index=True)

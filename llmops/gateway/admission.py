@@ -8,18 +8,16 @@ books the actual tokens and cost; after a failure, :meth:`release` gives everyth
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from functools import lru_cache
 from typing import Any
 
 from llmops.errors import ValidationError
-from llmops.gateway.budget import BudgetManager
-from llmops.gateway.budget_types import Reservation, worst_case_cost
+from llmops.gateway.budget_leases import CapLeases, LeaseHold
+from llmops.gateway.budget_types import worst_case_cost
 from llmops.gateway.config import Deployment, GatewayConfig
 from llmops.gateway.ratelimit_core import Permit, RateLimiter
 from llmops.gateway.redaction import Redaction, Redactor
@@ -36,8 +34,8 @@ class Admission:
     input_tokens: int = 0
     max_tokens: int = 0
     permit: Permit | None = None
-    reservation: Reservation | None = None
-    alerts: list[Any] = field(default_factory=list)
+    #: The worst case held on the process's lease of every spend cap that applies.
+    hold: LeaseHold | None = None
     #: Set when a stream was abandoned: what it cost so far, to settle instead of release.
     partial_cost: Decimal | None = None
     partial_tokens: int = 0
@@ -54,13 +52,13 @@ class Admitter:
         config: GatewayConfig,
         *,
         limiter: RateLimiter,
-        budgets: BudgetManager,
+        leases: CapLeases,
         default_max_tokens: int,
         hash_key: str | None = None,
     ) -> None:
         self.config = config
         self.limiter = limiter
-        self.budgets = budgets
+        self.leases = leases
         self.default_max_tokens = default_max_tokens
         base = config.redaction.default
         self._base_policy = (
@@ -125,48 +123,34 @@ class Admitter:
         self,
         adm: Admission,
         *,
-        request_id: str,
         tenant_id: str,
         feature_id: str,
         group: str,
         at: datetime,
     ) -> None:
-        """Take the rate limits, then reserve the worst case on every spend cap."""
+        """Take the rate limits, then hold the worst case on every spend cap.
+
+        Both come from this process's leases (no DB round trip) unless a lease must grow.
+        """
         rules = self.config.rate_limits.rules_for(tenant_id, feature_id)
         adm.permit = await self.limiter.acquire(rules, tokens=adm.input_tokens + adm.max_tokens)
         amount = self.worst_case(group, adm.input_tokens, adm.max_tokens, at)
-        reserving = asyncio.ensure_future(
-            asyncio.to_thread(
-                self.budgets.reserve,
-                request_id=request_id,
-                tenant_id=tenant_id,
-                feature_id=feature_id,
-                amount_usd=amount,
-            )
-        )
-        try:
-            adm.reservation = await asyncio.shield(reserving)
-        except asyncio.CancelledError:
-            # The worker thread commits the hold even though the caller gave up: wait for
-            # it, so the failure path releases it instead of leaving it until it expires.
-            with contextlib.suppress(Exception):
-                adm.reservation = await reserving
-            raise
+        adm.hold = await self.leases.hold(tenant_id, feature_id, amount)
 
     async def settle(self, adm: Admission, *, tokens: int, cost: Decimal) -> None:
-        """Book the actual tokens and cost of a call that returned."""
+        """Book the actual tokens and cost of a call that returned (the cost reaches the
+        ledger with the request log's next commit)."""
         if adm.permit is not None:
             await self.limiter.settle(adm.permit, actual_tokens=tokens)
-        if adm.reservation is not None and adm.reservation.cap_ids:
-            alerts = await asyncio.to_thread(self.budgets.settle, adm.reservation, cost)
-            adm.alerts.extend(alerts)
+        if adm.hold is not None:
+            self.leases.settle(adm.hold, cost)
 
     async def release(self, adm: Admission) -> None:
         """Give back what a failed call held (nothing was billed)."""
         if adm.permit is not None:
             await self.limiter.settle(adm.permit, actual_tokens=0)
-        if adm.reservation is not None and adm.reservation.cap_ids:
-            await asyncio.to_thread(self.budgets.release, adm.reservation)
+        if adm.hold is not None:
+            self.leases.release(adm.hold)
 
     def worst_case(self, group: str, input_tokens: int, max_tokens: int, at: datetime) -> Decimal:
         """The most the call can cost on any deployment it may reach (fallbacks included)."""

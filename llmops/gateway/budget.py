@@ -29,23 +29,27 @@ Call these methods from worker threads (``asyncio.to_thread``): they block on th
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Engine, delete, select
 from sqlalchemy.exc import IntegrityError
 
 from llmops.db.models import SpendCap
 from llmops.errors import BudgetExceeded, DatabaseUnavailable, ValidationError
-from llmops.gateway.budget_cache import CapCache
+from llmops.gateway.budget_cache import CapCache, CapRef
+from llmops.gateway.budget_lease_store import LeaseStore
 from llmops.gateway.budget_ledger import (
     RESERVATIONS,
     ZERO,
     LedgerKey,
     LedgerRow,
     LedgerStore,
+    exceeded,
+    new_alerts,
+    reaches,
 )
 from llmops.gateway.budget_types import (
     ALERT_THRESHOLDS,
@@ -105,6 +109,7 @@ class BudgetManager:
         clock: Callable[[], datetime] = utcnow,
         reservation_ttl: timedelta = timedelta(minutes=15),
         cap_cache_ttl: float = 1.0,
+        on_alert: Callable[[BudgetAlert], None] | None = None,
     ) -> None:
         if reservation_ttl <= timedelta(0):
             raise ValidationError("reservation_ttl must be positive")
@@ -112,6 +117,35 @@ class BudgetManager:
         self._clock = clock
         self._reservation_ttl = reservation_ttl
         self._caps = CapCache(self._store.all_caps, cap_cache_ttl)
+        #: Per-process leases of cap headroom (:mod:`llmops.gateway.budget_leases`).
+        self.leases = LeaseStore(self._store)
+        #: Called once for each alert, after the spend that raised it is committed. The
+        #: default logs a warning; recording and delivering alerts is the caller's hook.
+        self.on_alert: Callable[[BudgetAlert], None] = on_alert or log_alert
+
+    @property
+    def clock(self) -> Callable[[], datetime]:
+        return self._clock
+
+    @property
+    def engine(self) -> Engine:
+        return self._store.engine
+
+    def applicable_caps(self, tenant_id: str, feature_id: str) -> list[CapRef]:
+        """Ids and periods of the caps on this tenant, feature and pair (cached list)."""
+        return self._caps.applicable(tenant_id, feature_id)
+
+    def caps_cached(self) -> bool:
+        """True when :meth:`applicable_caps` will answer without a query."""
+        return self._caps.is_fresh()
+
+    def notify(self, alerts: Iterable[BudgetAlert]) -> None:
+        """Hand committed alerts to :attr:`on_alert`; a failing hook is logged, not raised."""
+        for alert in alerts:
+            try:
+                self.on_alert(alert)
+            except Exception:
+                logger.exception("budget alert hook failed for %s", alert.scope_key)
 
     # -- caps ----------------------------------------------------------------------------
 
@@ -132,7 +166,7 @@ class BudgetManager:
             # A raised limit re-arms the thresholds the current spend no longer reaches.
             ledger = self._store.lock_ledger(conn, [(row["id"], window_start(period, now))])
             for entry in ledger:
-                reached = [t for t in ALERT_THRESHOLDS if _reaches(entry, t)]
+                reached = [t for t in ALERT_THRESHOLDS if reaches(entry, t)]
                 entry.alerted_pct = min(entry.alerted_pct, max(reached, default=0))
             self._store.save_ledger(conn, ledger, now)
         self.invalidate_caps()
@@ -241,19 +275,10 @@ class BudgetManager:
                 if held:
                     entry.reserved_usd = max(entry.reserved_usd - row["amount_usd"], ZERO)
                 entry.spent_usd += actual
-                alerts.extend(_new_alerts(entry))
+                alerts.extend(new_alerts(entry))
             self._store.save_ledger(conn, ledger, now)
             self._store.set_reservation_status(conn, [reservation_id], "settled", actual)
-        for alert in alerts:
-            logger.warning(
-                "spend cap %s (%s, %s) at %d%%: %s spent of %s",
-                alert.scope_key,
-                alert.period,
-                alert.mode,
-                alert.threshold_pct,
-                format_usd(alert.spent_usd),
-                format_usd(alert.limit_usd),
-            )
+        self.notify(alerts)
         return tuple(alerts)
 
     def release(self, reservation: Reservation | str) -> None:
@@ -273,9 +298,14 @@ class BudgetManager:
             self._store.set_reservation_status(conn, [reservation_id], "released")
 
     def expire_stale(self) -> int:
-        """Release holds past their ``expires_at`` (status ``expired``); how many."""
+        """Release holds and leases past their ``expires_at`` (holds get status
+        ``expired``, leases are deleted); how many."""
         now = self._clock()
         total = 0
+        while (swept := self.leases.sweep(now, _EXPIRE_BATCH)) > 0:
+            total += swept
+            if swept < _EXPIRE_BATCH:
+                break
         while self._store.any_stale(now):
             with self._store.write() as conn:
                 rows = self._store.lock_stale(conn, now, _EXPIRE_BATCH)
@@ -294,8 +324,28 @@ class BudgetManager:
             if len(rows) < _EXPIRE_BATCH:
                 break
         if total:
-            logger.warning("released %d expired budget reservation(s)", total)
+            logger.warning("released %d expired budget reservation(s) and lease(s)", total)
         return total
+
+    def prune(self, older_than: timedelta) -> int:
+        """Delete settled, released and expired reservations whose hold ended more than
+        ``older_than`` ago (the request log keeps what each call cost); how many."""
+        cutoff = self._clock() - older_than
+        total = 0
+        while True:
+            with self._store.write() as conn:
+                ids = list(
+                    conn.execute(
+                        select(RESERVATIONS.c.id)
+                        .where(RESERVATIONS.c.expires_at < cutoff, RESERVATIONS.c.status != "held")
+                        .limit(_EXPIRE_BATCH)
+                    ).scalars()
+                )
+                if ids:
+                    conn.execute(delete(RESERVATIONS).where(RESERVATIONS.c.id.in_(ids)))
+            total += len(ids)
+            if len(ids) < _EXPIRE_BATCH:
+                return total
 
     # -- internals -----------------------------------------------------------------------
 
@@ -320,7 +370,7 @@ class BudgetManager:
                 and entry.spent_usd + entry.reserved_usd + amount > entry.limit_usd
             ]
             if over:
-                return _exceeded(over, amount)
+                return exceeded(over, amount)
             for entry in ledger:
                 entry.reserved_usd += amount
             self._store.save_ledger(conn, ledger, now)
@@ -355,43 +405,21 @@ class BudgetManager:
         return self._store.lock_ledger(conn, keys)
 
 
+def log_alert(alert: BudgetAlert) -> None:
+    """The default alert hook: one warning line."""
+    logger.warning(
+        "spend cap %s (%s, %s) at %d%%: %s spent of %s",
+        alert.scope_key,
+        alert.period,
+        alert.mode,
+        alert.threshold_pct,
+        format_usd(alert.spent_usd),
+        format_usd(alert.limit_usd),
+    )
+
+
 def _reservation_id(reservation: Reservation | str) -> str | None:
     """The id to look up, or None for a reservation that holds nothing."""
     if isinstance(reservation, Reservation):
         return reservation.id if reservation.cap_ids else None
     return reservation
-
-
-def _reaches(entry: LedgerRow, threshold: int) -> bool:
-    return entry.spent_usd * 100 >= entry.limit_usd * threshold
-
-
-def _new_alerts(entry: LedgerRow) -> list[BudgetAlert]:
-    """Alerts for thresholds the settled spend reached for the first time this window."""
-    crossed = [t for t in ALERT_THRESHOLDS if t > entry.alerted_pct and _reaches(entry, t)]
-    if crossed:
-        entry.alerted_pct = max(crossed)
-    return [
-        BudgetAlert(
-            cap_id=entry.cap_id,
-            scope_key=entry.scope_key,
-            period=entry.period,
-            window_start=entry.window_start,
-            threshold_pct=threshold,
-            spent_usd=entry.spent_usd,
-            limit_usd=entry.limit_usd,
-            mode=entry.mode,
-        )
-        for threshold in crossed
-    ]
-
-
-def _exceeded(over: list[LedgerRow], amount: Decimal) -> BudgetExceeded:
-    # Name the tightest cap; scope keys hold tenant and feature ids, never secrets.
-    entry = min(over, key=lambda e: e.limit_usd - e.spent_usd - e.reserved_usd)
-    remaining = max(entry.limit_usd - entry.spent_usd - entry.reserved_usd, ZERO)
-    return BudgetExceeded(
-        f"spend cap {entry.scope_key} ({entry.period}) would be exceeded: limit "
-        f"{format_usd(entry.limit_usd)}, remaining {format_usd(remaining)}, "
-        f"this request may cost up to {format_usd(amount)}"
-    )

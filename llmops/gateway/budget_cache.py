@@ -52,6 +52,11 @@ class CapCache:
             *by_scope.get((None, feature_id), ()),
         ]
 
+    def is_fresh(self) -> bool:
+        """True when :meth:`applicable` will answer without reading the DB."""
+        index = self._index
+        return index is not None and index.expires_at > time.monotonic()
+
     def known_periods(self) -> dict[int, str]:
         """Periods of the caps in the list as last read, without reading it again."""
         index = self._index

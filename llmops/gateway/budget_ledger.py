@@ -46,14 +46,29 @@ from sqlmodel import SQLModel
 
 from llmops.db import models as _models  # noqa: F401  (registers the tables)
 from llmops.db.types import UTCDateTime
-from llmops.errors import DatabaseUnavailable
-from llmops.gateway.budget_types import CapSpec
+from llmops.errors import BudgetExceeded, DatabaseUnavailable
+from llmops.gateway.budget_types import ALERT_THRESHOLDS, BudgetAlert, CapSpec, format_usd
 
 CAPS: Table = SQLModel.metadata.tables["spend_caps"]
 LEDGER: Table = SQLModel.metadata.tables["budget_ledger"]
 RESERVATIONS: Table = SQLModel.metadata.tables["budget_reservations"]
+LEASES: Table = SQLModel.metadata.tables["budget_leases"]
 
 ZERO = Decimal(0)
+
+#: A ledger row with its cap, as :class:`LedgerRow` holds it.
+_LEDGER_COLUMNS = (
+    LEDGER.c.id,
+    LEDGER.c.cap_id,
+    LEDGER.c.window_start,
+    LEDGER.c.spent_usd,
+    LEDGER.c.reserved_usd,
+    LEDGER.c.alerted_pct,
+    CAPS.c.scope_key,
+    CAPS.c.period,
+    CAPS.c.limit_usd,
+    CAPS.c.mode,
+)
 
 #: A ledger row is identified by its cap and the start of the cap's period window.
 LedgerKey = tuple[int, datetime]
@@ -84,6 +99,24 @@ class LedgerStore:
         # Serializes this process's SQLite writers in front of the file lock, whose busy
         # handler polls with sleeps of up to 100 ms and so wastes a free lock under load.
         self._local_writer = threading.Lock()
+        # Built once: constructing a statement costs more than running it on SQLite.
+        self._save = (
+            update(LEDGER)
+            .where(LEDGER.c.id == bindparam("b_id"))
+            .values(
+                spent_usd=bindparam("b_spent"),
+                reserved_usd=bindparam("b_reserved"),
+                alerted_pct=bindparam("b_alerted"),
+                updated_at=bindparam("b_now"),
+            )
+        )
+        self._lock_ids = (
+            select(*_LEDGER_COLUMNS)
+            .join(CAPS, CAPS.c.id == LEDGER.c.cap_id)
+            .where(LEDGER.c.id.in_(bindparam("ids", expanding=True)))
+            .order_by(LEDGER.c.cap_id, LEDGER.c.window_start)
+            .with_for_update(of=LEDGER)
+        )
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
@@ -134,18 +167,7 @@ class LedgerStore:
         if not wanted:
             return []
         stmt = (
-            select(
-                LEDGER.c.id,
-                LEDGER.c.cap_id,
-                LEDGER.c.window_start,
-                LEDGER.c.spent_usd,
-                LEDGER.c.reserved_usd,
-                LEDGER.c.alerted_pct,
-                CAPS.c.scope_key,
-                CAPS.c.period,
-                CAPS.c.limit_usd,
-                CAPS.c.mode,
-            )
+            select(*_LEDGER_COLUMNS)
             .join(CAPS, CAPS.c.id == LEDGER.c.cap_id)
             .where(
                 or_(
@@ -196,17 +218,14 @@ class LedgerStore:
         ]
         if not params:
             return
-        stmt = (
-            update(LEDGER)
-            .where(LEDGER.c.id == bindparam("b_id"))
-            .values(
-                spent_usd=bindparam("b_spent"),
-                reserved_usd=bindparam("b_reserved"),
-                alerted_pct=bindparam("b_alerted"),
-                updated_at=bindparam("b_now"),
-            )
-        )
-        conn.execute(stmt, params)
+        conn.execute(self._save, params)
+
+    def lock_ledger_ids(self, conn: Connection, ledger_ids: Iterable[int]) -> list[LedgerRow]:
+        """As :meth:`lock_ledger`, for rows known by id (one prepared statement)."""
+        ids = sorted(set(ledger_ids))
+        if not ids:
+            return []
+        return [LedgerRow(**row._mapping) for row in conn.execute(self._lock_ids, {"ids": ids})]
 
     # -- caps ----------------------------------------------------------------------------
 
@@ -251,6 +270,7 @@ class LedgerStore:
             ).scalar()
             if cap_id is None:
                 return False
+            conn.execute(delete(LEASES).where(LEASES.c.cap_id == cap_id))
             conn.execute(delete(LEDGER).where(LEDGER.c.cap_id == cap_id))
             conn.execute(delete(CAPS).where(CAPS.c.id == cap_id))
         return True
@@ -327,3 +347,41 @@ class LedgerStore:
             .with_for_update(skip_locked=True)
         )
         return [dict(row._mapping) for row in conn.execute(stmt)]
+
+
+# -- decisions on locked rows ----------------------------------------------------------
+
+
+def reaches(entry: LedgerRow, threshold: int) -> bool:
+    return entry.spent_usd * 100 >= entry.limit_usd * threshold
+
+
+def new_alerts(entry: LedgerRow) -> list[BudgetAlert]:
+    """Alerts for thresholds the settled spend reached for the first time this window."""
+    crossed = [t for t in ALERT_THRESHOLDS if t > entry.alerted_pct and reaches(entry, t)]
+    if crossed:
+        entry.alerted_pct = max(crossed)
+    return [
+        BudgetAlert(
+            cap_id=entry.cap_id,
+            scope_key=entry.scope_key,
+            period=entry.period,
+            window_start=entry.window_start,
+            threshold_pct=threshold,
+            spent_usd=entry.spent_usd,
+            limit_usd=entry.limit_usd,
+            mode=entry.mode,
+        )
+        for threshold in crossed
+    ]
+
+
+def exceeded(over: list[LedgerRow], amount: Decimal) -> BudgetExceeded:
+    # Name the tightest cap; scope keys hold tenant and feature ids, never secrets.
+    entry = min(over, key=lambda e: e.limit_usd - e.spent_usd - e.reserved_usd)
+    remaining = max(entry.limit_usd - entry.spent_usd - entry.reserved_usd, ZERO)
+    return BudgetExceeded(
+        f"spend cap {entry.scope_key} ({entry.period}) would be exceeded: limit "
+        f"{format_usd(entry.limit_usd)}, remaining {format_usd(remaining)}, "
+        f"this request may cost up to {format_usd(amount)}"
+    )

@@ -32,13 +32,16 @@ from llmops.errors import (
 )
 from llmops.gateway.admission import Admission, Admitter
 from llmops.gateway.attempts import METADATA_KEY, tracker
-from llmops.gateway.budget import BudgetManager
+from llmops.gateway.budget import BudgetAlert, BudgetManager
+from llmops.gateway.budget_leases import CapLeases
 from llmops.gateway.cache import CachedAnswer, ResponseCache, cache_key, make_cache
 from llmops.gateway.config import FeaturePolicy, GatewayConfig
 from llmops.gateway.pricebook import Usage
 from llmops.gateway.ratelimit_core import RateLimiter
+from llmops.gateway.replay import as_chunks, mark
 from llmops.gateway.requestlog import RequestLogWriter
 from llmops.gateway.router import build_router, translate_error
+from llmops.gateway.upkeep import Keeper, Upkeep
 from llmops.ids import new_id, new_trace_id, utcnow
 from llmops.settings import Settings
 
@@ -148,19 +151,25 @@ class Gateway:
         log_text: bool = True,
         wait_for_log: bool = True,
         clock: Callable[[], datetime] = utcnow,
+        on_budget_alert: Callable[[BudgetAlert], None] | None = None,
+        upkeep: Upkeep | None = None,
     ) -> None:
-        from llmops.gateway.ratelimit import DbRateLimiter
+        from llmops.gateway.ratelimit import DbRateLimiter, LeasedRateLimiter
 
         self.config = config
         self.prices = config.price_book()
         self.router = router if router is not None else build_router(config)
-        self.limiter = limiter if limiter is not None else DbRateLimiter(engine)
+        self.limiter = limiter if limiter is not None else LeasedRateLimiter(DbRateLimiter(engine))
         self.budgets = budgets if budgets is not None else BudgetManager(engine, clock=clock)
+        if on_budget_alert is not None:
+            self.budgets.on_alert = on_budget_alert
+        #: This process's leases of spend-cap headroom: calls are admitted from memory.
+        self.leases = CapLeases(self.budgets)
         self.cache = cache if cache is not None else make_cache(None)
         self.admitter = Admitter(
             config,
             limiter=self.limiter,
-            budgets=self.budgets,
+            leases=self.leases,
             default_max_tokens=default_max_tokens,
             hash_key=redaction_hash_key,
         )
@@ -168,10 +177,13 @@ class Gateway:
         self._group_of = {
             dep.id: name for name, group in config.model_groups.items() for dep in group.deployments
         }
-        self.log = RequestLogWriter(engine)
+        # The spend of the calls logged in a batch is booked in the batch's transaction.
+        self.log = RequestLogWriter(engine, hook=self.leases.log_hook)
         self.log_text = log_text
         self.wait_for_log = wait_for_log
         self.clock = clock
+        self.upkeep = upkeep if upkeep is not None else Upkeep()
+        self._keeper = Keeper(self.upkeep, self.limiter, self.leases, self.budgets)
 
     @classmethod
     def from_settings(cls, settings: Settings, engine: Engine) -> Gateway:
@@ -189,6 +201,7 @@ class Gateway:
             default_max_tokens=settings.default_max_tokens,
             redaction_hash_key=hash_key.get_secret_value() if hash_key else None,
             log_text=settings.log_text,
+            wait_for_log=settings.log_wait,
         )
 
     # -- public API -------------------------------------------------------------------
@@ -224,17 +237,7 @@ class Gateway:
                 adm, tokens=usage.input_tokens + usage.output_tokens, cost=result.cost_usd
             )
             if key is not None:
-                answer = CachedAnswer(
-                    text,
-                    choice.finish_reason,
-                    row["model"],
-                    row["deployment_id"],
-                    usage.input_tokens,
-                    usage.output_tokens,
-                    time.time(),
-                )
-                retain = max(policy.cache.ttl_s, policy.degrade.stale_max_age_s)
-                await self.cache.set(key, answer, retain)
+                await self._remember(key, policy, row, text, choice.finish_reason, usage)
             if adm.redaction is not None:
                 result.text = adm.restore(text)
                 choice.message.content = result.text
@@ -252,15 +255,33 @@ class Gateway:
         return result
 
     async def stream(self, req: ChatRequest) -> AsyncIterator[Any]:
-        """A streaming completion: yields LiteLLM chunks; logs once the stream ends."""
+        """A streaming completion: yields LiteLLM chunks; logs once the stream ends.
+
+        The feature's cache and degradation policy apply as to :meth:`chat`: a cached,
+        stale or static answer streams as one content chunk, a finish chunk and a usage
+        chunk, each marked in its ``_hidden_params`` (``llmops_cache_hit``,
+        ``llmops_degraded``, ``llmops_stale_age_s``) so the HTTP layer can say so.
+        """
         row = self._start(req)
         row["stream"] = True
         t0 = time.perf_counter()
         adm: Admission | None = None
         stream: Any = None
         parts: list[str] = []
+        policy = self.config.feature(req.feature_id)
+        key: str | None = None
+        yielded = False
         try:
+            req = await self._maybe_downgrade(req, row, policy)
             adm = self._prepare(req, row)
+            key = self._cache_key(req, adm, policy)
+            if key is not None and policy.cache.enabled:
+                hit = await self.cache.get(key)
+                if hit is not None and hit.age_s(time.time()) <= policy.cache.ttl_s:
+                    served = await self._answer_from(row, adm, hit, t0, degraded=None)
+                    for chunk in as_chunks(served):
+                        yield chunk
+                    return
             await self._hold(req, adm, row)
             args = self._call_args(req, adm, row, stream=True)
             stream = await self.router.acompletion(**args)
@@ -285,14 +306,31 @@ class Gateway:
                         delta.content = (delta.content or "") + restorer.flush()
                     finish = chunk.choices[0].finish_reason or finish
                 raw_usage = getattr(chunk, "usage", None) or raw_usage
+                if not yielded and row["degraded"] is not None:
+                    mark(chunk, degraded=row["degraded"])
+                yielded = True
                 yield chunk
             hidden = getattr(stream, "_hidden_params", {}) or {}
             usage = _usage(raw_usage)
-            result = self._finish(row, req, hidden, usage, "".join(parts), finish, t0, ttft_ms)
+            text = "".join(parts)
+            result = self._finish(row, req, hidden, usage, text, finish, t0, ttft_ms)
             await self.admitter.settle(
                 adm, tokens=usage.input_tokens + usage.output_tokens, cost=result.cost_usd
             )
+            if key is not None:
+                await self._remember(key, policy, row, text, finish, usage)
         except BaseException as exc:
+            if (
+                not yielded
+                and adm is not None
+                and policy.degrade.on_failure != "error"
+                and _degradable(exc)
+            ):
+                degraded = await self._degrade(row, adm, key, policy, exc, t0)
+                if degraded is not None:
+                    for chunk in as_chunks(degraded):
+                        yield chunk
+                    return
             if stream is not None and adm is not None and isinstance(exc, _GONE):
                 # The caller left mid-stream: the provider bills what it generated.
                 self._charge_partial(row, adm, stream, parts)
@@ -301,6 +339,27 @@ class Gateway:
                 raise
             raise error from exc
         await self._write(row)
+
+    async def _remember(
+        self,
+        key: str,
+        policy: FeaturePolicy,
+        row: dict[str, Any],
+        text: str,
+        finish_reason: str | None,
+        usage: Usage,
+    ) -> None:
+        """Keep a fresh answer (redacted, as the provider gave it) for cache and stale use."""
+        answer = CachedAnswer(
+            text,
+            finish_reason,
+            row["model"],
+            row["deployment_id"],
+            usage.input_tokens,
+            usage.output_tokens,
+            time.time(),
+        )
+        await self.cache.set(key, answer, max(policy.cache.ttl_s, policy.degrade.stale_max_age_s))
 
     def _charge_partial(
         self, row: dict[str, Any], adm: Admission, stream: Any, parts: list[str]
@@ -379,9 +438,9 @@ class Gateway:
 
     async def _hold(self, req: ChatRequest, adm: Admission, row: dict[str, Any]) -> None:
         """Take the rate limits and the worst-case spend-cap holds."""
+        self._keeper.ensure_running()
         await self.admitter.hold(
             adm,
-            request_id=row["request_id"],
             tenant_id=req.tenant_id,
             feature_id=req.feature_id,
             group=req.model_group,
@@ -558,9 +617,8 @@ class Gateway:
         if adm is not None:
             if isinstance(exc, PricingError) and row["deployment_id"] is not None:
                 # Served but unpriceable: keep the worst-case hold as spend, never $0.
-                reservation = adm.reservation
-                if reservation is not None and reservation.cap_ids:
-                    await self.admitter.settle(adm, tokens=0, cost=reservation.amount_usd)
+                if adm.hold is not None and adm.hold.keys:
+                    await self.admitter.settle(adm, tokens=0, cost=adm.hold.amount)
             elif adm.partial_cost is not None:
                 await self.admitter.settle(adm, tokens=adm.partial_tokens, cost=adm.partial_cost)
             else:
@@ -608,11 +666,17 @@ class Gateway:
         await self.log.write(row, wait=self.wait_for_log)
 
     async def flush(self) -> None:
-        """Return once every request_log row of this gateway is committed."""
+        """Return once every request_log row of this gateway is committed, and the spend
+        of every call that returned is booked on its spend caps."""
         await self.log.flush()
+        if self.leases.pending():
+            await asyncio.to_thread(self.leases.book_now)
 
     async def aclose(self) -> None:
-        """Flush the request log, stop its writer and close the rate limiter."""
+        """Flush the request log, stop its writer, return this process's leases of cap
+        headroom and rate-limit capacity, and close the rate limiter."""
+        await self._keeper.stop()
         await self.log.aclose()
+        await asyncio.to_thread(self.leases.close)
         await self.limiter.aclose()
         await self.cache.aclose()

@@ -216,15 +216,13 @@ class _ChatEndpoint:
             output_tokens=result.usage.output_tokens,
             cost_usd=result.cost_usd,
         )
-        return Response(
-            body,
-            media_type=_JSON,
-            headers={
-                "X-LLMOps-Request-Id": result.request_id,
-                "X-LLMOps-Model-Group": result.model_group,
-                "X-LLMOps-Cost-USD": str(result.cost_usd),
-            },
-        )
+        answer_headers = {
+            "X-LLMOps-Request-Id": result.request_id,
+            "X-LLMOps-Model-Group": result.model_group,
+            "X-LLMOps-Cost-USD": str(result.cost_usd),
+            **_served_headers(result.cache_hit, result.degraded, result.stale_age_s),
+        }
+        return Response(body, media_type=_JSON, headers=answer_headers)
 
     async def _stream(self, req: ChatRequest, include_usage: bool, started: float) -> Response:
         """Start the stream; errors before the first chunk become a normal error response."""
@@ -273,7 +271,16 @@ class _ChatEndpoint:
                     output_tokens=int((usage or {}).get("completion_tokens") or 0),
                 )
 
-        return StreamingResponse(events(), media_type="text/event-stream", headers=_SSE_HEADERS)
+        hidden = getattr(first, "_hidden_params", None) or {}
+        headers = {
+            **_SSE_HEADERS,
+            **_served_headers(
+                bool(hidden.get("llmops_cache_hit")),
+                hidden.get("llmops_degraded"),
+                hidden.get("llmops_stale_age_s"),
+            ),
+        }
+        return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
 
     def _fail(self, exc: Exception, group: str, feature: str, started: float) -> Response:
         error = http_error(exc)
@@ -304,6 +311,21 @@ async def _read_body(request: Request, limit: int) -> bytes:
             )
         parts.append(part)
     return b"".join(parts)
+
+
+def _served_headers(
+    cache_hit: bool, degraded: str | None, stale_age_s: float | None
+) -> dict[str, str]:
+    """Headers saying an answer did not come fresh from a provider: ``X-LLMOps-Cache:
+    hit``; ``X-LLMOps-Degraded: stale|static|downgraded`` (and the stale answer's age)."""
+    headers: dict[str, str] = {}
+    if cache_hit:
+        headers["X-LLMOps-Cache"] = "hit"
+    if degraded:
+        headers["X-LLMOps-Degraded"] = degraded
+    if stale_age_s is not None:
+        headers["X-LLMOps-Stale-Age-S"] = f"{stale_age_s:.1f}"
+    return headers
 
 
 def _bearer(header: str | None) -> str | None:

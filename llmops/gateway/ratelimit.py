@@ -37,6 +37,11 @@ counter has the same 2N worst case on an adversarial pattern, but only approxima
 per window on average. Across hosts, a clock ``s`` seconds ahead can drain a bucket
 early by ``s * N / 60`` units (Redis takes time from the caller; keep NTP on).
 
+**Leases.** :func:`make_rate_limiter` puts :class:`LeasedRateLimiter` in front of the
+shared store: a process takes 2% slices of large limits and admits from them in memory,
+so a call costs no round trip; small limits still go to the store call by call. Its
+module docstring states how that changes the bound below (by the slices outstanding).
+
 **Tokens: reserve, then settle** (like budgets). The input token count is known before
 the call, the output only after. ``acquire`` takes ``tokens = input + max_tokens`` (or an
 estimate) from every tpm bucket, so a burst of concurrent calls cannot overshoot tpm the
@@ -63,11 +68,13 @@ from llmops.gateway.ratelimit_core import (
     TenantLimits,
 )
 from llmops.gateway.ratelimit_db import DbRateLimiter
+from llmops.gateway.ratelimit_lease import LeasedRateLimiter
 from llmops.gateway.ratelimit_redis import RedisRateLimiter
 
 __all__ = [
     "DbRateLimiter",
     "InProcessRateLimiter",
+    "LeasedRateLimiter",
     "Permit",
     "RateLimit",
     "RateLimitConfig",
@@ -78,8 +85,10 @@ __all__ = [
 ]
 
 
-def make_rate_limiter(redis_url: str | None, engine: Engine) -> RateLimiter:
-    """Redis when ``redis_url`` (``LLMOPS_REDIS_URL``) is set, the ops DB otherwise."""
-    if redis_url:
-        return RedisRateLimiter(redis_url)
-    return DbRateLimiter(engine)
+def make_rate_limiter(redis_url: str | None, engine: Engine) -> LeasedRateLimiter:
+    """Redis when ``redis_url`` (``LLMOPS_REDIS_URL``) is set, the ops DB otherwise, with
+    per-process slices of large limits (:mod:`ratelimit_lease`) in front."""
+    shared: DbRateLimiter | RedisRateLimiter = (
+        RedisRateLimiter(redis_url) if redis_url else DbRateLimiter(engine)
+    )
+    return LeasedRateLimiter(shared)

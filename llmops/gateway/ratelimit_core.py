@@ -92,6 +92,8 @@ class Permit:
     #: The tpm charges taken at acquire; settle moves them to the actual token count.
     token_charges: tuple[Charge, ...] = ()
     settled: bool = False
+    #: Taken from this process's lease (:mod:`ratelimit_lease`), not from the store.
+    leased: bool = False
 
 
 class RateLimiter(Protocol):

@@ -84,6 +84,16 @@ class DbRateLimiter:
     async def aclose(self) -> None:
         return None
 
+    async def take(self, charges: Sequence[Charge]) -> None:
+        """Take every charge, all or none (raises :class:`RateLimited`)."""
+        if charges:
+            await asyncio.to_thread(self._transact, charges, take)
+
+    async def give(self, charges: Sequence[Charge]) -> None:
+        """Add each charge's amount (negative: give units back), never below empty."""
+        if charges:
+            await asyncio.to_thread(self._transact, charges, give)
+
     def _transact(self, charges: Sequence[Charge], decide: Decide) -> None:
         keys = sorted(charge.name for charge in charges)
         try:

@@ -132,6 +132,18 @@ class RedisRateLimiter:
     async def aclose(self) -> None:
         await self._redis.aclose()
 
+    async def take(self, charges: Sequence[Charge]) -> None:
+        """Take every charge, all or none (raises :class:`RateLimited`)."""
+        if charges:
+            reply = await self._run(self._take, charges)
+            if reply[0] == 0:
+                raise rate_limited(charges[int(reply[1]) - 1], float(reply[2]))
+
+    async def give(self, charges: Sequence[Charge]) -> None:
+        """Add each charge's amount (negative: give units back), never below empty."""
+        if charges:
+            await self._run(self._give, charges)
+
     def key(self, name: str) -> str:
         """The Redis key of a limit: ``llmops:rl:{tenant:acme}/feature:x rpm``."""
         scope = len(name.split(" ", 1)[0].split("/", 1)[0])

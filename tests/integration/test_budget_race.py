@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from bench.budget_race import CAP_USD, run_race
 from llmops.db.engine import make_engine, session_scope
 from llmops.db.models import BudgetReservation
+from llmops.gateway.budget_ledger import LEASES, RESERVATIONS
 
 REQUESTS = 200
 MAX_WORST_CASE = Decimal("0.030")
@@ -51,3 +52,32 @@ def test_a_hard_cap_holds_against_concurrent_threads_and_processes(migrated_db_u
     assert len(statuses) == result.admitted
     assert statuses.count("released") == result.released
     assert set(statuses) <= {"settled", "released"}
+
+
+def test_a_hard_cap_holds_when_processes_admit_from_leases(migrated_db_url: str) -> None:
+    # The gateway's way: each process leases headroom and admits from memory. The ledger
+    # counts every lease as reserved, so spent + reserved never passes the cap either.
+    result, violations = run_race(
+        migrated_db_url, requests=REQUESTS, processes=3, threads=6, mode="leases"
+    )
+    print(result)
+
+    assert violations == []
+    assert result.checker_samples > 0
+    assert Decimal(result.max_spent_plus_reserved_usd) <= CAP_USD
+    assert Decimal(result.settled_usd) == Decimal(result.worker_settled_usd) <= CAP_USD
+    assert Decimal(result.reserved_left_usd) == 0  # every lease went back at close
+    assert result.admitted + result.rejected == REQUESTS
+    assert result.rejected > 0
+    # Leases cost some admission near the cap (headroom leased by one process refuses a
+    # call in another), bounded here: at least 80% of what per-call holds guarantee.
+    assert result.admitted >= 0.8 * (int((CAP_USD - MAX_WORST_CASE) / MAX_WORST_CASE) + 1)
+
+    engine = make_engine(migrated_db_url)
+    try:
+        with engine.connect() as conn:
+            leases = conn.execute(select(func.count()).select_from(LEASES)).scalar_one()
+            held = conn.execute(select(func.count()).select_from(RESERVATIONS)).scalar_one()
+    finally:
+        engine.dispose()
+    assert (leases, held) == (0, 0)  # no lease left, and no per-call reservation rows

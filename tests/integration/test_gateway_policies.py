@@ -173,6 +173,8 @@ async def test_abandoned_stream_is_charged_for_what_was_streamed(
                 break
         await stream.aclose()
         await gw.flush()
+        assert gw.leases.held_usd() == 0  # the stream's hold was settled
+        await gw.aclose()  # returns the process's lease of the cap's headroom
     (row,) = _rows(db_engine)
     assert row.status == "cancelled"
     assert 0 < row.output_tokens < 60
@@ -199,3 +201,58 @@ async def test_redis_cache_is_shared_by_gateways_and_expires(
     await asyncio.sleep(2.1)
     assert await cache.get("short") is None
     await cache.aclose()
+
+
+async def _collect(gw: Gateway, req: ChatRequest) -> tuple[str, list[Any]]:
+    chunks = [chunk async for chunk in gw.stream(req)]
+    text = "".join(
+        c.choices[0].delta.content or "" for c in chunks if c.choices and c.choices[0].delta
+    )
+    return text, chunks
+
+
+async def test_a_stream_is_answered_from_the_cache_and_fills_it(
+    sim: SimServer, make_gateway: Any, db_engine: Engine
+) -> None:
+    gw = make_gateway(_config(sim, {"summary": {"cache": {"enabled": True, "ttl_s": 60}}}))
+    streamed, _ = await _collect(gw, _req("summary"))  # a streamed answer fills the cache
+    replayed, chunks = await _collect(gw, _req("summary"))
+    assert sim.stats()["total"] == 1
+    assert replayed == streamed and "dana@example.com" in replayed  # restored for the caller
+    assert chunks[-2].choices[0].finish_reason == "stop"
+    assert chunks[-1].usage.completion_tokens > 0  # the usage chunk, as providers send it
+    assert all(c._hidden_params["llmops_cache_hit"] for c in chunks)
+    chat = await gw.chat(_req("summary"))  # the same entry serves chat callers too
+    assert chat.cache_hit and chat.text == streamed
+    await gw.flush()
+    rows = sorted(_rows(db_engine), key=lambda r: r.id or 0)
+    assert [(r.stream, r.cache_hit) for r in rows] == [(True, False), (True, True), (False, True)]
+    assert rows[1].cost_usd == 0 and rows[1].status == "ok"
+
+
+async def test_a_failed_stream_degrades_to_the_stale_or_static_answer(
+    sim: SimServer, make_gateway: Any, db_engine: Engine
+) -> None:
+    features = {
+        "summary": {"degrade": {"on_failure": "stale"}},
+        "faq": {"degrade": {"on_failure": "static", "static_response": "Try again soon."}},
+    }
+    gw = make_gateway(_config(sim, features))
+    good, _ = await _collect(gw, _req("summary"))
+    sim.configure({"seed": 3, "default": {**ZERO_LATENCY, "errors": {"503": 1.0}}})
+
+    stale, chunks = await _collect(gw, _req("summary"))
+    assert stale == good
+    assert chunks[0]._hidden_params["llmops_degraded"] == "stale"
+    assert chunks[0]._hidden_params["llmops_stale_age_s"] >= 0
+    static, chunks = await _collect(gw, _req("faq"))
+    assert static == "Try again soon."
+    assert chunks[0]._hidden_params["llmops_degraded"] == "static"
+    with pytest.raises(RetryableError):  # nothing stored for another request: the error
+        await _collect(gw, _req("summary", "another ticket"))
+
+    await gw.flush()
+    rows = _rows(db_engine)
+    degraded = sorted((r.feature_id, r.degraded) for r in rows if r.status == "degraded")
+    assert degraded == [("faq", "static"), ("summary", "stale")]
+    assert gw.leases.held_usd() == 0

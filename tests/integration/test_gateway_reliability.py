@@ -26,7 +26,8 @@ from llmops.db.engine import make_engine
 from llmops.db.models import RequestLog
 from llmops.errors import BudgetExceeded, RateLimited, ValidationError
 from llmops.gateway.budget import BudgetManager, CapStatus
-from llmops.gateway.budget_ledger import RESERVATIONS
+from llmops.gateway.budget_lease_store import LeaseStore
+from llmops.gateway.budget_ledger import LEASES, RESERVATIONS
 from llmops.gateway.config import GatewayConfig, load_gateway_config
 from llmops.gateway.core import ChatRequest, ChatResult, Gateway
 from llmops.sim import SimConfig, SimServer
@@ -124,6 +125,11 @@ def tenant_cap(engine: Engine) -> CapStatus:
     return cap
 
 
+def leases_left(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(LEASES)).scalar_one())
+
+
 def reservations_by_status(engine: Engine) -> dict[str, int]:
     query = select(RESERVATIONS.c.status, func.count()).group_by(RESERVATIONS.c.status)
     with engine.connect() as conn:
@@ -164,6 +170,18 @@ async def test_hard_cap_holds_under_200_concurrent_calls(
     # pool), budget manager, router and log writer, sharing only the database.
     engines = [db_engine] + [make_engine(migrated_db_url) for _ in range(instances - 1)]
     gateways = [make_gateway(config, engine) for engine in engines]
+    # Watch the ledger through the race: spent + reserved (holds and leases) <= the cap.
+    watching = threading.Event()
+    seen: list[Decimal] = []
+
+    def watch() -> None:
+        while not watching.is_set():
+            cap = tenant_cap(db_engine)
+            seen.append(cap.spent_usd + cap.reserved_usd)
+            time.sleep(0.005)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
     try:
         started = time.perf_counter()
         outcomes = await asyncio.gather(
@@ -180,7 +198,13 @@ async def test_hard_cap_holds_under_200_concurrent_calls(
         wall = time.perf_counter() - started
         for gateway in gateways:
             await gateway.flush()
+        spent_before_close = tenant_cap(db_engine).spent_usd
+        for gateway in gateways:
+            assert gateway.leases.held_usd() == 0  # no call holds anything any more
+            await gateway.aclose()  # returns the unused headroom of its leases
     finally:
+        watching.set()
+        watcher.join()
         for engine in engines[1:]:
             engine.dispose()
 
@@ -208,13 +232,17 @@ async def test_hard_cap_holds_under_200_concurrent_calls(
     assert all(r.cost_usd < worst for r in ok)  # each call cost less than its hold
     assert sum((r.cost_usd for r in results), Decimal(0)) == settled  # callers were told so
 
-    # The cap holds: what was really spent never goes over it.
+    # The cap holds: what was really spent never goes over it, nor did spent + reserved.
     assert settled <= CAP_LIMIT
-    # The ledger agrees with the log to the last digit, and no hold is left behind.
+    assert len(seen) > 0 and max(seen) <= CAP_LIMIT
+    # The ledger agrees with the log to the last digit once the calls returned (the spend
+    # is booked with the log rows), and no hold or lease is left behind after close.
+    assert spent_before_close == settled
     cap = tenant_cap(db_engine)
     assert cap.spent_usd == settled
     assert cap.reserved_usd == 0
-    assert reservations_by_status(db_engine) == {"settled": len(ok)}
+    assert leases_left(db_engine) == 0
+    assert reservations_by_status(db_engine) == {}  # leases, not a row per call
     # Every refusal is logged as one, cost nothing, and never reached the provider.
     for row in refused:
         assert row.status in ("error", "rejected")
@@ -458,10 +486,15 @@ def capped_gateway(
     return make_gateway(config, **options)
 
 
-def assert_cap_untouched(engine: Engine) -> None:
+async def assert_cap_untouched(gateway: Gateway, engine: Engine) -> None:
+    """No call holds anything; once the gateway closes, its lease is back: the cap is
+    as it was before any call."""
+    assert gateway.leases.held_usd() == 0
+    await gateway.aclose()
     cap = tenant_cap(engine)
     assert (cap.spent_usd, cap.reserved_usd) == (Decimal(0), Decimal(0))
-    assert set(reservations_by_status(engine)) <= {"released"}
+    assert leases_left(engine) == 0
+    assert reservations_by_status(engine) == {}
 
 
 @pytest.mark.parametrize(
@@ -489,8 +522,7 @@ async def test_failed_calls_leave_nothing_reserved(
     rows = log_rows(db_engine)
     assert [r.status for r in rows] == ["error"] * 5
     assert all(r.cost_usd == 0 for r in rows)
-    assert reservations_by_status(db_engine) == {"released": 5}
-    assert_cap_untouched(db_engine)
+    await assert_cap_untouched(gateway, db_engine)
 
 
 async def test_caller_giving_up_during_the_call_leaves_nothing_reserved(
@@ -502,23 +534,30 @@ async def test_caller_giving_up_during_the_call_leaves_nothing_reserved(
         await asyncio.wait_for(gateway.chat(chat_request("solo")), timeout=0.1)
     (row,) = log_rows(db_engine)
     assert row.status == "cancelled"
-    assert reservations_by_status(db_engine) == {"released": 1}
-    assert_cap_untouched(db_engine)
+    await assert_cap_untouched(gateway, db_engine)
+
+
+class SlowLeases(LeaseStore):
+    """Lease grants that wait, as they do behind a busy database lock."""
+
+    def __init__(self, store: Any) -> None:
+        super().__init__(store)
+        self.granted = threading.Event()
+
+    def grant(self, *args: Any, **kwargs: Any) -> Any:
+        time.sleep(0.3)
+        try:
+            return super().grant(*args, **kwargs)
+        finally:
+            self.granted.set()
 
 
 class SlowLedger(BudgetManager):
-    """A ledger whose reservations wait, as they do behind a busy database lock."""
+    """A ledger whose lease grants wait."""
 
     def __init__(self, engine: Engine) -> None:
         super().__init__(engine)
-        self.reserved = threading.Event()
-
-    def reserve(self, **kwargs: Any) -> Any:
-        time.sleep(0.3)
-        try:
-            return super().reserve(**kwargs)
-        finally:
-            self.reserved.set()
+        self.leases = self.slow = SlowLeases(self.leases.store)
 
 
 async def test_caller_giving_up_during_admission_leaves_nothing_reserved(
@@ -531,11 +570,11 @@ async def test_caller_giving_up_during_admission_leaves_nothing_reserved(
     gateway = capped_gateway(sim, db_engine, make_gateway, budgets=ledger)
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(gateway.chat(chat_request("solo")), timeout=0.1)
-    assert await asyncio.to_thread(ledger.reserved.wait, 10)  # its thread has committed
+    assert await asyncio.to_thread(ledger.slow.granted.wait, 10)  # its thread committed
     (row,) = log_rows(db_engine)
     assert row.status == "cancelled"
     assert sim.stats()["total"] == 0
-    assert_cap_untouched(db_engine)
+    await assert_cap_untouched(gateway, db_engine)
 
 
 # -- 5. bad input costs nothing ---------------------------------------------------------------
@@ -593,8 +632,7 @@ async def test_bad_input_is_rejected_before_anything_is_held_or_sent(
     assert (row.status, row.error_class, row.action_id) == ("rejected", "validation", "bad-1")
     assert row.error_message and re.search(message, row.error_message)
     assert (row.cost_usd, row.deployment_id, row.attempts) == (Decimal(0), None, 0)
-    assert reservations_by_status(db_engine) == {}
-    assert_cap_untouched(db_engine)
+    await assert_cap_untouched(gateway, db_engine)
     assert sim.stats()["total"] == 0
 
 

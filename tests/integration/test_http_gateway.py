@@ -31,7 +31,7 @@ MESSAGES = [{"role": "user", "content": "Summarize: the export button does nothi
 FEATURE = {"X-LLMOps-Feature": "ticket-summary"}
 
 
-def gateway_config(base_url: str) -> GatewayConfig:
+def gateway_config(base_url: str, features: dict[str, Any] | None = None) -> GatewayConfig:
     def dep(dep_id: str, model: str) -> dict[str, Any]:
         return {"id": dep_id, "model": model, "api_base": base_url, "api_key": "sk-sim"}
 
@@ -48,6 +48,7 @@ def gateway_config(base_url: str) -> GatewayConfig:
                 {"model": "openai/solo", "input_per_mtok": "1", "output_per_mtok": "2"},
                 {"model": "openai/slow", "input_per_mtok": "1", "output_per_mtok": "2"},
             ],
+            "features": features or {},
         }
     )
 
@@ -285,3 +286,34 @@ def test_healthz_answers_when_the_database_does(base_url: str) -> None:
     response = httpx.get(f"{base_url}/healthz")
     assert response.status_code == 200
     assert response.json() == {"status": "ok", "database": "ok"}
+
+
+def test_cached_and_degraded_answers_say_so_in_headers(
+    sim: SimServer, db_engine: Engine, key: str
+) -> None:
+    config = gateway_config(
+        sim.base_url,
+        {
+            "ticket-summary": {"cache": {"enabled": True, "ttl_s": 60}},
+            "faq": {"degrade": {"on_failure": "static", "static_response": "Later."}},
+        },
+    )
+    app = create_app(Gateway(config, db_engine), db_engine)
+    headers = {"Authorization": f"Bearer {key}"}
+    with serve(app) as url, httpx.Client(base_url=url, timeout=30, headers=headers) as http:
+        for stream in (False, True):
+            body = {"model": "fast", "messages": MESSAGES, "stream": stream}
+            first = http.post("/v1/chat/completions", json=body, headers=FEATURE)
+            again = http.post("/v1/chat/completions", json=body, headers=FEATURE)
+            assert first.status_code == again.status_code == 200
+            assert "x-llmops-cache" not in first.headers or stream  # the stream hits chat's
+            assert again.headers["x-llmops-cache"] == "hit"
+        sim.configure({**SIM, "default": {**SIM["default"], "errors": {"503": 1.0}}})
+        for stream in (False, True):
+            body = {"model": "solo", "messages": MESSAGES, "stream": stream}
+            degraded = http.post(
+                "/v1/chat/completions", json=body, headers={"X-LLMOps-Feature": "faq"}
+            )
+            assert degraded.status_code == 200
+            assert degraded.headers["x-llmops-degraded"] == "static"
+            assert "Later." in degraded.text

@@ -88,7 +88,7 @@ def free_port() -> int:
 @pytest.fixture
 def sim() -> Iterator[SimServer]:
     # Enough latency that a hundred calls are still in flight when the signal lands.
-    profile = {"ttft_ms": {"dist": "uniform", "min": 20, "max": 60}, "tokens_per_s": 0}
+    profile = {"ttft_ms": {"dist": "uniform", "min": 50, "max": 250}, "tokens_per_s": 0}
     with SimServer(SimConfig.model_validate({"seed": 3, "default": profile})) as server:
         yield server
 

@@ -180,11 +180,11 @@ async def test_settle_is_idempotent_and_refuses_negative_usage() -> None:
 async def test_make_rate_limiter_picks_redis_when_configured_and_the_db_otherwise() -> None:
     engine = create_engine("sqlite://")
     try:
-        assert isinstance(make_rate_limiter(None, engine), DbRateLimiter)
-        assert isinstance(make_rate_limiter("", engine), DbRateLimiter)
+        assert isinstance(make_rate_limiter(None, engine).shared, DbRateLimiter)
+        assert isinstance(make_rate_limiter("", engine).shared, DbRateLimiter)
         # Building the Redis limiter connects to nothing: a closed port is fine here.
         limiter = make_rate_limiter("redis://127.0.0.1:1/0", engine)
-        assert isinstance(limiter, RedisRateLimiter)
+        assert isinstance(limiter.shared, RedisRateLimiter)
         await limiter.aclose()
     finally:
         engine.dispose()
