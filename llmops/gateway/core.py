@@ -150,6 +150,7 @@ class Gateway:
         redaction_hash_key: str | None = None,
         log_text: bool = True,
         wait_for_log: bool = True,
+        log_async_commit: bool = False,
         clock: Callable[[], datetime] = utcnow,
         on_budget_alert: Callable[[BudgetAlert], None] | None = None,
         upkeep: Upkeep | None = None,
@@ -178,7 +179,9 @@ class Gateway:
             dep.id: name for name, group in config.model_groups.items() for dep in group.deployments
         }
         # The spend of the calls logged in a batch is booked in the batch's transaction.
-        self.log = RequestLogWriter(engine, hook=self.leases.log_hook)
+        self.log = RequestLogWriter(
+            engine, hook=self.leases.log_hook, async_commit=log_async_commit
+        )
         self.log_text = log_text
         self.wait_for_log = wait_for_log
         self.clock = clock
@@ -202,6 +205,7 @@ class Gateway:
             redaction_hash_key=hash_key.get_secret_value() if hash_key else None,
             log_text=settings.log_text,
             wait_for_log=settings.log_wait,
+            log_async_commit=settings.log_async_commit,
         )
 
     # -- public API -------------------------------------------------------------------

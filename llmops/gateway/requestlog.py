@@ -36,19 +36,19 @@ class RequestLogWriter:
         *,
         max_batch: int = 500,
         hook: CommitHook | None = None,
-        async_commit: bool = True,
+        async_commit: bool = False,
     ) -> None:
         self.engine = engine
         self.max_batch = max_batch
         #: Runs inside each batch transaction, after the inserts (the spend-cap leases
         #: book the spend of the logged calls there); told afterwards if it committed.
         self.hook = hook
-        #: Postgres: commit without waiting for the WAL flush (``synchronous_commit =
-        #: off`` for these transactions only). A killed gateway loses nothing: the server
-        #: has the commit. Only a crash of the database server itself can lose the last
-        #: few hundred ms of batches, each whole (its rows and the spend it booked alike,
-        #: and the spend's lease then still counts it as reserved): never a row without
-        #: its spend, never spend counted twice.
+        #: Opt-in (``LLMOPS_LOG_ASYNC_COMMIT``), Postgres only: commit without waiting for
+        #: the WAL flush (``synchronous_commit = off`` for these transactions only). A
+        #: killed gateway loses nothing: the server has the commit. A crash of the database
+        #: server itself can lose the last few hundred ms of batches, each whole (its rows
+        #: and the spend it booked alike, and the spend's lease then still counts it as
+        #: reserved): never a row without its spend, never spend counted twice.
         self.async_commit = async_commit
         self._insert = insert(RequestLog)
         self._queue: asyncio.Queue[_Pending] | None = None
