@@ -12,7 +12,8 @@ import asyncio
 import dataclasses
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -44,6 +45,7 @@ from llmops.gateway.router import build_router, translate_error
 from llmops.gateway.upkeep import Keeper, Upkeep
 from llmops.ids import new_id, new_trace_id, utcnow
 from llmops.settings import Settings
+from llmops.telemetry import tracing
 
 
 @dataclass
@@ -215,8 +217,20 @@ class Gateway:
 
         A feature with the cache on is answered from it when it can; a feature with a
         degradation policy gets a stale or static answer instead of an upstream error.
+        Each call is an OpenTelemetry span (GenAI attributes, tenant, feature, cost).
         """
+        with tracing.gateway_span(
+            tenant_id=req.tenant_id,
+            feature_id=req.feature_id,
+            model_group=req.model_group,
+            max_tokens=req.max_tokens,
+            temperature=req.temperature,
+        ) as span:
+            return await self._chat(req, span)
+
+    async def _chat(self, req: ChatRequest, span: Any) -> ChatResult:
         row = self._start(req)
+        row["_span"] = span
         t0 = time.perf_counter()
         adm: Admission | None = None
         policy = self.config.feature(req.feature_id)
@@ -266,7 +280,26 @@ class Gateway:
         chunk, each marked in its ``_hidden_params`` (``llmops_cache_hit``,
         ``llmops_degraded``, ``llmops_stale_age_s``) so the HTTP layer can say so.
         """
+        span = tracing.start_gateway_span(
+            tenant_id=req.tenant_id,
+            feature_id=req.feature_id,
+            model_group=req.model_group,
+            max_tokens=req.max_tokens,
+            temperature=req.temperature,
+        )
+        try:
+            # aclosing: a caller that leaves mid-stream closes the inner stream at once, so
+            # its row is written as cancelled now, not whenever it is garbage-collected.
+            async with aclosing(self._stream(req, span)) as chunks:
+                async for chunk in chunks:
+                    yield chunk
+        finally:
+            span.end()
+
+    async def _stream(self, req: ChatRequest, span: Any) -> AsyncGenerator[Any, None]:
         row = self._start(req)
+        row["_span"] = span
+        row["trace_id"] = tracing.trace_id_of(span) or row["trace_id"]
         row["stream"] = True
         t0 = time.perf_counter()
         adm: Admission | None = None
@@ -667,6 +700,21 @@ class Gateway:
 
     async def _write(self, row: dict[str, Any]) -> None:
         row["logged_at"] = self.clock()
+        span = row.pop("_span", None)
+        if span is not None:
+            tracing.record_result(
+                span,
+                request_id=row["request_id"],
+                model=row["model"],
+                deployment_id=row["deployment_id"],
+                input_tokens=row["input_tokens"],
+                output_tokens=row["output_tokens"],
+                cost_usd=row["cost_usd"],
+                attempts=row["attempts"],
+                cache_hit=row["cache_hit"],
+                degraded=row["degraded"],
+                error_class=row["error_class"],
+            )
         await self.log.write(row, wait=self.wait_for_log)
 
     async def flush(self) -> None:

@@ -95,7 +95,14 @@ def create_app(
         from llmops.tenants import authenticator_for
 
         authenticate = authenticator_for(engine).authenticate_async
-    metrics = metrics or GatewayMetrics(gateway.config.model_groups)
+    if metrics is None:
+        from llmops.telemetry.metrics import OpsCollector
+
+        metrics = GatewayMetrics(gateway.config.model_groups)
+        # Shared state read from the ops DB at scrape time: caps, queue depth, alerts.
+        budgets = getattr(gateway, "budgets", None)  # a test double may have none
+        caps = budgets.list_caps if budgets is not None else None
+        metrics.registry.register(OpsCollector(engine, caps=caps))
     chat = _ChatEndpoint(gateway, authenticate, metrics, max_body_bytes)
     models_body = orjson.dumps(
         {
@@ -126,7 +133,8 @@ def create_app(
         return Response(b'{"status":"ok","database":"ok"}', media_type=_JSON)
 
     async def prometheus(request: Request) -> Response:
-        return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+        body = await asyncio.to_thread(metrics.render)  # the ops gauges read the DB
+        return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -215,6 +223,8 @@ class _ChatEndpoint:
             input_tokens=result.usage.input_tokens,
             output_tokens=result.usage.output_tokens,
             cost_usd=result.cost_usd,
+            cache_hit=result.cache_hit,
+            degraded=result.degraded,
         )
         answer_headers = {
             "X-LLMOps-Request-Id": result.request_id,

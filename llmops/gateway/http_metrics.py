@@ -53,6 +53,18 @@ class GatewayMetrics:
             ["direction", "model_group", "feature"],
             registry=self.registry,
         )
+        self.cache_hits = Counter(
+            "llmops_cache_hits",
+            "Requests answered from the response cache, by model group and feature.",
+            ["model_group", "feature"],
+            registry=self.registry,
+        )
+        self.degraded = Counter(
+            "llmops_degraded",
+            "Requests answered degraded (stale, static, downgraded), by model group and kind.",
+            ["model_group", "kind"],
+            registry=self.registry,
+        )
         self.cost = Counter(
             "llmops_cost_usd",
             "Cost in USD by model group and feature (a float: for dashboards, never billing).",
@@ -88,6 +100,8 @@ class GatewayMetrics:
         input_tokens: int = 0,
         output_tokens: int = 0,
         cost_usd: Decimal | None = None,
+        cache_hit: bool = False,
+        degraded: str | None = None,
     ) -> None:
         """Record one finished request."""
         group, feat = self.group(model_group), self.feature(feature)
@@ -101,6 +115,10 @@ class GatewayMetrics:
             self.tokens.labels("output", group, feat).inc(output_tokens)
         if cost_usd:
             self.cost.labels(group, feat).inc(float(cost_usd))
+        if cache_hit:
+            self.cache_hits.labels(group, feat).inc()
+        if degraded:
+            self.degraded.labels(group, degraded).inc()
 
     def render(self) -> bytes:
         """The registry in Prometheus' text format."""

@@ -243,3 +243,34 @@ def flow_span(flow_name: str, flow_run_id: str | None, **attributes: Any) -> Ite
                 span.set_attribute(f"llmops.{key}", value)
             _common(span)
         yield span
+
+
+def start_gateway_span(
+    *,
+    tenant_id: str,
+    feature_id: str,
+    model_group: str,
+    max_tokens: int | None = None,
+    temperature: float | None = None,
+) -> Span:
+    """Like :func:`gateway_span`, for a stream: a span that is not made current (a stream
+    is consumed across tasks) and that the caller ends."""
+    span = tracer().start_span(f"chat {model_group}", kind=SpanKind.CLIENT)
+    if span.is_recording():
+        span.set_attribute("gen_ai.operation.name", "chat")
+        span.set_attribute("gen_ai.request.model", model_group)
+        if max_tokens is not None:
+            span.set_attribute("gen_ai.request.max_tokens", max_tokens)
+        if temperature is not None:
+            span.set_attribute("gen_ai.request.temperature", temperature)
+        span.set_attribute("llmops.tenant_id", tenant_id)
+        span.set_attribute("llmops.feature_id", feature_id)
+        span.set_attribute("llmops.stream", True)
+        _common(span)
+    return span
+
+
+def trace_id_of(span: Span) -> str | None:
+    """The span's trace id as 32 hex digits (what the request log stores), if recording."""
+    ctx = span.get_span_context()
+    return f"{ctx.trace_id:032x}" if ctx.is_valid else None

@@ -595,3 +595,76 @@ async def test_shipped_gateway_config_serves_every_group(
         )
     assert rows[0].cost_usd > 0
     assert rows[2].cost_usd == 0 and rows[2].price_version == "openai/llama-3.1-8b@2000-01-01"
+
+
+async def test_every_call_is_a_span_linked_from_its_request_log_row(
+    db_engine: Engine, make_gateway: Any, sim: Any, span_exporter: Any
+) -> None:
+    """A gateway call is an OpenTelemetry span with the GenAI attributes; the request-log
+    row stores its trace id, so a trace leads to the row and back."""
+    from sqlmodel import Session, select
+
+    from llmops.db.models import RequestLog
+    from llmops.gateway.core import ChatRequest
+
+    gateway = make_gateway(_traced_config(sim.base_url))
+    result = await gateway.chat(
+        ChatRequest(
+            tenant_id="acme",
+            feature_id="triage",
+            messages=[{"role": "user", "content": "hello"}],
+            model_group="fast",
+            max_tokens=32,
+        )
+    )
+    chunks = [
+        c
+        async for c in gateway.stream(
+            ChatRequest(
+                tenant_id="acme",
+                feature_id="triage",
+                messages=[{"role": "user", "content": "stream please"}],
+                model_group="fast",
+            )
+        )
+    ]
+    assert chunks
+    await gateway.flush()
+    spans = [s for s in span_exporter.get_finished_spans() if s.name == "chat fast"]
+    assert len(spans) == 2
+    attrs = dict(spans[0].attributes or {})
+    assert attrs["gen_ai.system"] == "openai" and attrs["gen_ai.request.model"] == "fast"
+    assert attrs["gen_ai.usage.input_tokens"] == result.usage.input_tokens > 0
+    assert attrs["gen_ai.usage.output_tokens"] == result.usage.output_tokens > 0
+    assert attrs["llmops.cost_usd"] == str(result.cost_usd)
+    assert attrs["llmops.request_id"] == result.request_id
+    assert dict(spans[1].attributes or {})["llmops.stream"] is True
+    with Session(db_engine) as session:
+        rows = {r.request_id: r for r in session.exec(select(RequestLog))}
+    assert rows[result.request_id].trace_id == f"{spans[0].context.trace_id:032x}"
+    streamed = dict(spans[1].attributes or {})["llmops.request_id"]
+    assert rows[str(streamed)].trace_id == f"{spans[1].context.trace_id:032x}"
+
+
+def _traced_config(base_url: str) -> Any:
+    from llmops.gateway.config import GatewayConfig
+
+    return GatewayConfig.model_validate(
+        {
+            "model_groups": {
+                "fast": {
+                    "deployments": [
+                        {
+                            "id": "d-mini",
+                            "model": "openai/gpt-4o-mini",
+                            "api_base": base_url,
+                            "api_key": "sk-test",
+                        }
+                    ]
+                }
+            },
+            "prices": [
+                {"model": "openai/gpt-4o-mini", "input_per_mtok": "0.15", "output_per_mtok": "0.6"}
+            ],
+        }
+    )

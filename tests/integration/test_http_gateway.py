@@ -280,6 +280,9 @@ def test_metrics_count_calls(base_url: str, key: str) -> None:
     assert metric(text, "llmops_tokens_total", **tokens) > 0
     latency = {"model_group": "fast", "stream": "false"}
     assert metric(text, "llmops_request_duration_seconds_count", **latency) == 3
+    # Ops-DB gauges ride along: the scrape read the database and did not fail.
+    assert metric(text, "llmops_ops_metrics_errors_total") == 0
+    assert "# TYPE llmops_queue_depth gauge" in text
 
 
 def test_healthz_answers_when_the_database_does(base_url: str) -> None:
@@ -317,3 +320,14 @@ def test_cached_and_degraded_answers_say_so_in_headers(
             assert degraded.status_code == 200
             assert degraded.headers["x-llmops-degraded"] == "static"
             assert "Later." in degraded.text
+        text = http.get("/metrics").text
+        assert (
+            metric(
+                text,
+                "llmops_cache_hits_total",
+                model_group="fast",
+                feature=FEATURE["X-LLMOps-Feature"],
+            )
+            >= 1
+        )
+        assert metric(text, "llmops_degraded_total", model_group="solo", kind="static") >= 1
