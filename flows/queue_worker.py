@@ -57,7 +57,15 @@ async def queue_worker(
     round_seconds: float = 300.0,
     grace_s: float = 30.0,
 ) -> dict[str, Any]:
-    """Drain the queue (until empty, or forever with ``continuous``); return the totals."""
+    """Drain the queue (until empty, or forever with ``continuous``); return the totals.
+
+    Args:
+        batch_size: Jobs claimed at a time (under one lease each).
+        concurrency: Jobs in flight at once in this worker.
+        continuous: Keep polling for new jobs instead of stopping when the queue is empty.
+        round_seconds: Length of one task's drain round when continuous (a task per round).
+        grace_s: On SIGTERM/SIGINT, seconds to let in-flight jobs finish before releasing them.
+    """
     totals: dict[str, Any] = {key: 0 for key in _COUNTS}
     cost = Decimal(0)
     rounds = 0

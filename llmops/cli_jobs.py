@@ -184,6 +184,10 @@ def work(
     grace_s: Annotated[
         float, typer.Option("--grace-s", help="On SIGTERM/SIGINT: time to finish in flight.")
     ] = 30.0,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option("--metrics-port", min=1, max=65535, help="Serve Prometheus /metrics here."),
+    ] = None,
 ) -> None:
     """Run a queue worker in this process (the Prefect flow runs the same worker)."""
     import asyncio
@@ -203,12 +207,19 @@ def work(
                 settings, engine, gateway, batch_size=batch_size, concurrency=concurrency
             )
             install_signal_handlers(worker)
+            stop_metrics = None
+            if metrics_port is not None:
+                from llmops.telemetry.metrics import serve_worker_metrics
+
+                stop_metrics = serve_worker_metrics(worker, engine, metrics_port)
             try:
                 stats = await worker.run(
                     until_empty=until_empty, max_seconds=max_seconds, grace_s=grace_s
                 )
             finally:
                 await gateway.aclose()
+                if stop_metrics is not None:
+                    stop_metrics()
             return {"worker": worker.worker_id, **stats.as_dict()}
 
     _echo_json(asyncio.run(main()))

@@ -121,3 +121,56 @@ class OpsCollector(Collector):
         for kind, n in open_alerts:
             alerts.add_metric([kind], n)
         return [*families, depth, dead, alerts]
+
+
+class WorkerCollector(Collector):
+    """A queue worker's own counters, read live from its stats at scrape time."""
+
+    OUTCOMES = ("completed", "recovered", "retried", "dead", "released", "lost_leases")
+
+    def __init__(self, worker: Any) -> None:
+        self.worker = worker
+
+    def collect(self) -> Iterator[Any]:
+        stats = self.worker.stats
+        jobs = CounterMetricFamily(
+            "llmops_worker_jobs",
+            "Job attempts this worker finished, by outcome.",
+            labels=["outcome"],
+        )
+        for outcome in self.OUTCOMES:
+            jobs.add_metric([outcome], getattr(stats, outcome))
+        yield jobs
+        yield CounterMetricFamily(
+            "llmops_worker_claimed", "Jobs this worker claimed.", value=stats.claimed
+        )
+        yield CounterMetricFamily(
+            "llmops_worker_cost_usd",
+            "Provider cost of the jobs this worker completed (a float: never for billing).",
+            value=float(stats.cost_usd),
+        )
+        yield GaugeMetricFamily(
+            "llmops_worker_in_flight",
+            "Jobs running in this worker now.",
+            value=len(getattr(self.worker, "_running", {})),
+        )
+
+
+def serve_worker_metrics(
+    worker: Any, engine: Engine, port: int, host: str = "0.0.0.0"
+) -> Callable[[], None]:
+    """Expose the worker's counters and the ops-DB gauges on ``http://host:port/metrics``;
+    returns the function that stops the server."""
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    registry = CollectorRegistry(auto_describe=True)
+    registry.register(WorkerCollector(worker))
+    registry.register(OpsCollector(engine))
+    server, thread = start_http_server(port, addr=host, registry=registry)
+
+    def stop() -> None:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+    return stop

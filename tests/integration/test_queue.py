@@ -11,6 +11,7 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
+import httpx
 import pytest
 from aiohttp import web
 from sqlalchemy import Engine, func, insert, select, update
@@ -543,3 +544,29 @@ async def test_each_job_attempt_is_a_span(
     [span] = [s for s in spans if dict(s.attributes or {})["llmops.job_id"] == job_id]
     attrs = dict(span.attributes or {})
     assert attrs["llmops.tenant_id"] == "acme" and attrs["llmops.job.attempt"] == 1
+
+
+async def test_worker_metrics_are_served_while_it_runs(
+    db_engine: Engine, config: GatewayConfig, worker: Callable[..., QueueWorker], sim: SimServer
+) -> None:
+    import socket
+
+    from llmops.telemetry.metrics import serve_worker_metrics
+
+    for i in range(3):
+        enqueue(db_engine, config, "acme", job_body(i))
+    running = worker()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    stop = serve_worker_metrics(running, db_engine, port, host="127.0.0.1")
+    try:
+        await running.run(until_empty=True)
+        async with httpx.AsyncClient() as http:
+            text = (await http.get(f"http://127.0.0.1:{port}/metrics")).text
+    finally:
+        stop()
+    assert 'llmops_worker_jobs_total{outcome="completed"} 3.0' in text
+    assert "llmops_worker_claimed_total 3.0" in text
+    assert "llmops_worker_in_flight 0.0" in text
+    assert "llmops_ops_metrics_errors_total 0.0" in text
