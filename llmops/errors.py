@@ -21,6 +21,8 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 
 class LLMOpsError(Exception):
     """Base of every error llmops raises on purpose."""
@@ -88,6 +90,9 @@ class BudgetExceeded(PermanentError):
     """A hard spend cap would be exceeded by this call."""
 
     error_class = "budget_exceeded"
+    #: The worst case the call needed (USD), when known: a queue can tell a cap that only
+    #: holds of other calls fill (the call fits once they settle) from one that is spent.
+    needed_usd: Decimal | None = None
 
 
 class PolicyBlocked(PermanentError):

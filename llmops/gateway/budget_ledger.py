@@ -380,8 +380,10 @@ def exceeded(over: list[LedgerRow], amount: Decimal) -> BudgetExceeded:
     # Name the tightest cap; scope keys hold tenant and feature ids, never secrets.
     entry = min(over, key=lambda e: e.limit_usd - e.spent_usd - e.reserved_usd)
     remaining = max(entry.limit_usd - entry.spent_usd - entry.reserved_usd, ZERO)
-    return BudgetExceeded(
+    error = BudgetExceeded(
         f"spend cap {entry.scope_key} ({entry.period}) would be exceeded: limit "
         f"{format_usd(entry.limit_usd)}, remaining {format_usd(remaining)}, "
         f"this request may cost up to {format_usd(amount)}"
     )
+    error.needed_usd = amount
+    return error

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from decimal import Decimal
 
 from llmops.errors import (
     BudgetExceeded,
@@ -46,7 +47,9 @@ def classify(
     """How the queue treats ``exc``, raised by one attempt of a job."""
     message = (str(exc) or type(exc).__name__).split("\n", 1)[0][:1000]
     if isinstance(exc, BudgetExceeded):
-        transient = budgets is not None and _held_not_spent(budgets, tenant_id, feature_id)
+        transient = budgets is not None and _held_not_spent(
+            budgets, tenant_id, feature_id, exc.needed_usd
+        )
         return Failure("budget_exceeded", message, transient)
     if isinstance(exc, RateLimited):
         return Failure(exc.error_class, message, True, exc.retry_after_s)
@@ -63,9 +66,12 @@ def classify(
     return Failure("internal", f"{type(exc).__name__}: {message}", False)
 
 
-def _held_not_spent(budgets: BudgetManager, tenant_id: str, feature_id: str) -> bool:
-    """True when every hard cap on this call still has settled spend under its limit:
-    the refusal came from holds of calls in flight, not from spend."""
+def _held_not_spent(
+    budgets: BudgetManager, tenant_id: str, feature_id: str, needed: Decimal | None
+) -> bool:
+    """True when the call would fit every hard cap on it once the holds of other calls
+    (and leases of other processes) settle: the refusal came from holds, not spend. With
+    the call's worst case unknown, settled spend under the limit is the test."""
     caps = [
         cap
         for cap in budgets.list_caps()
@@ -74,7 +80,9 @@ def _held_not_spent(budgets: BudgetManager, tenant_id: str, feature_id: str) -> 
         and cap.feature_id in (None, feature_id)
         and (cap.tenant_id is not None or cap.feature_id is not None)
     ]
-    return bool(caps) and all(cap.spent_usd < cap.limit_usd for cap in caps)
+    if needed is None:
+        return bool(caps) and all(cap.spent_usd < cap.limit_usd for cap in caps)
+    return bool(caps) and all(cap.spent_usd + needed <= cap.limit_usd for cap in caps)
 
 
 def backoff_s(

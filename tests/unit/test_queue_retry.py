@@ -88,3 +88,39 @@ def test_job_specs_refuse_malformed_bodies_in_one_line(
     with pytest.raises(ValidationError, match=message) as caught:
         JobSpec.parse(body)
     assert "\n" not in str(caught.value)
+
+
+def test_a_budget_refusal_retries_only_if_the_call_fits_once_holds_settle() -> None:
+    from datetime import UTC, datetime
+    from decimal import Decimal
+
+    from llmops.gateway.budget_types import CapStatus
+
+    def cap(spent: str, reserved: str) -> CapStatus:
+        return CapStatus(
+            id=1,
+            scope_key="tenant:acme",
+            tenant_id="acme",
+            feature_id=None,
+            period="day",
+            mode="hard",
+            limit_usd=Decimal("1.00"),
+            window_start=datetime(2026, 11, 28, tzinfo=UTC),
+            spent_usd=Decimal(spent),
+            reserved_usd=Decimal(reserved),
+        )
+
+    class Budgets:
+        def __init__(self, status: CapStatus) -> None:
+            self.status = status
+
+        def list_caps(self) -> list[CapStatus]:
+            return [self.status]
+
+    refused = BudgetExceeded("spend cap tenant:acme (day) would be exceeded")
+    refused.needed_usd = Decimal("0.30")
+    held = Budgets(cap("0.50", "0.50"))  # holds fill it; 0.50 left once they settle
+    spent = Budgets(cap("0.80", "0.20"))  # only 0.20 can ever come back: 0.30 never fits
+    for budgets, retryable in ((held, True), (spent, False)):
+        failure = classify(refused, budgets=budgets, tenant_id="acme", feature_id="f")  # type: ignore[arg-type]
+        assert (failure.error_class, failure.retryable) == ("budget_exceeded", retryable)
