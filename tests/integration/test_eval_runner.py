@@ -333,7 +333,7 @@ async def test_an_interrupted_run_resumes_from_the_cache(
     db_engine: Engine, make_gateway: MakeGateway, tree: Path, sim: SimServer
 ) -> None:
     config = sim_config(tree)
-    config["models"]["gpt-4o-mini"]["ttft_ms"] = 40
+    config["models"]["gpt-4o-mini"]["ttft_ms"] = 200  # slow enough to cancel midway, even loaded
     sim.configure(config)
     gateway = make_gateway(gateway_config(sim.base_url))
     suite = load_suite(tree / "evals" / "suites" / "triage.yaml")
