@@ -1,5 +1,6 @@
 """A local stand-in for Stripe's Billing Meters API, written to Stripe's published contract
-(``shared/stripe/billing-meters.openapi.json``, API version 2024-04-10).
+(``tests/data/stripe/billing-meters.openapi.json``, from ``shared/stripe/``; API version
+2024-04-10).
 
 Implements customers, billing meters, meter events (identifier deduplication over 24 h,
 timestamp window of 35 days back and 5 minutes ahead, integer value validation), meter

@@ -329,6 +329,10 @@ async def test_unparseable_judge_replies_are_retried_then_unscored(
     assert judged == [("eval-triage", 10), ("eval-triage-judge", 30)]
 
 
+# Cancelling mid-call can catch LiteLLM between creating its provider coroutine and
+# awaiting it; Python then warns that coroutine was never awaited (LiteLLM's, not ours).
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+@pytest.mark.filterwarnings("ignore:coroutine 'OpenAIChatCompletion.acompletion':RuntimeWarning")
 async def test_an_interrupted_run_resumes_from_the_cache(
     db_engine: Engine, make_gateway: MakeGateway, tree: Path, sim: SimServer
 ) -> None:
