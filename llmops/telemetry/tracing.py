@@ -166,17 +166,9 @@ def gateway_span(
     with tracer().start_as_current_span(
         f"chat {model_group}", kind=SpanKind.CLIENT, record_exception=True
     ) as span:
-        if span.is_recording():
-            span.set_attribute("gen_ai.operation.name", "chat")
-            span.set_attribute("gen_ai.request.model", model_group)
-            if max_tokens is not None:
-                span.set_attribute("gen_ai.request.max_tokens", max_tokens)
-            if temperature is not None:
-                span.set_attribute("gen_ai.request.temperature", temperature)
-            span.set_attribute("llmops.tenant_id", tenant_id)
-            span.set_attribute("llmops.feature_id", feature_id)
-            span.set_attribute("llmops.stream", stream)
-            _common(span)
+        _request_attributes(
+            span, tenant_id, feature_id, model_group, max_tokens, temperature, stream
+        )
         yield span
 
 
@@ -256,18 +248,32 @@ def start_gateway_span(
     """Like :func:`gateway_span`, for a stream: a span that is not made current (a stream
     is consumed across tasks) and that the caller ends."""
     span = tracer().start_span(f"chat {model_group}", kind=SpanKind.CLIENT)
-    if span.is_recording():
-        span.set_attribute("gen_ai.operation.name", "chat")
-        span.set_attribute("gen_ai.request.model", model_group)
-        if max_tokens is not None:
-            span.set_attribute("gen_ai.request.max_tokens", max_tokens)
-        if temperature is not None:
-            span.set_attribute("gen_ai.request.temperature", temperature)
-        span.set_attribute("llmops.tenant_id", tenant_id)
-        span.set_attribute("llmops.feature_id", feature_id)
-        span.set_attribute("llmops.stream", True)
-        _common(span)
+    _request_attributes(span, tenant_id, feature_id, model_group, max_tokens, temperature, True)
     return span
+
+
+def _request_attributes(
+    span: Span,
+    tenant_id: str,
+    feature_id: str,
+    model_group: str,
+    max_tokens: int | None,
+    temperature: float | None,
+    stream: bool,
+) -> None:
+    """The GenAI request attributes and llmops's own, on a gateway span."""
+    if not span.is_recording():
+        return
+    span.set_attribute("gen_ai.operation.name", "chat")
+    span.set_attribute("gen_ai.request.model", model_group)
+    if max_tokens is not None:
+        span.set_attribute("gen_ai.request.max_tokens", max_tokens)
+    if temperature is not None:
+        span.set_attribute("gen_ai.request.temperature", temperature)
+    span.set_attribute("llmops.tenant_id", tenant_id)
+    span.set_attribute("llmops.feature_id", feature_id)
+    span.set_attribute("llmops.stream", stream)
+    _common(span)
 
 
 def trace_id_of(span: Span) -> str | None:
