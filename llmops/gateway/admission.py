@@ -66,6 +66,7 @@ class Admitter:
         )
         self._redactor = lru_cache(maxsize=1024)(self._build_redactor)
         self._prices = config.price_book()
+        self._known_limits: dict[str, tuple[int | None, int | None]] = {}
 
     # -- checks that need no I/O --------------------------------------------------------
 
@@ -94,12 +95,17 @@ class Admitter:
         return Admission(messages=redaction.messages, redaction=redaction)
 
     def measure(self, adm: Admission, group: str, max_tokens: int | None) -> None:
-        """Count input tokens; refuse what no deployment of the group could serve."""
+        """Count input tokens; refuse what no deployment of the group could serve.
+
+        A deployment's limits are its declared ``max_input_tokens`` / ``max_output_tokens``,
+        else LiteLLM's published ones for its model; a check runs only when every
+        deployment concerned has a known limit.
+        """
         deployments = self._candidates(group, context=True)
         adm.input_tokens = _count_tokens(
             self.config.model_groups[group].deployments[0].model, adm.messages
         )
-        windows = [d.max_input_tokens for d in deployments]
+        windows = [self._limits(d)[0] for d in deployments]
         if windows and all(w is not None for w in windows):
             largest = max(w for w in windows if w is not None)
             if adm.input_tokens > largest:
@@ -107,7 +113,7 @@ class Admitter:
                     f"the prompt is {adm.input_tokens} tokens, more than the largest context "
                     f"window of model group {group!r} and its fallbacks ({largest})"
                 )
-        limits = [d.max_output_tokens for d in self.config.model_groups[group].deployments]
+        limits = [self._limits(d)[1] for d in self.config.model_groups[group].deployments]
         if max_tokens is not None and limits and all(m is not None for m in limits):
             top = max(m for m in limits if m is not None)
             if max_tokens > top:
@@ -116,6 +122,18 @@ class Admitter:
                     f"produce ({top})"
                 )
         adm.max_tokens = max_tokens if max_tokens is not None else self.default_max_tokens
+
+    def _limits(self, dep: Deployment) -> tuple[int | None, int | None]:
+        """(context window, output limit) of ``dep``: declared, else LiteLLM's."""
+        known = self._known_limits.get(dep.id)
+        if known is None:
+            info = _model_limits(dep.model)
+            known = (
+                dep.max_input_tokens if dep.max_input_tokens is not None else info[0],
+                dep.max_output_tokens if dep.max_output_tokens is not None else info[1],
+            )
+            self._known_limits[dep.id] = known
+        return known
 
     # -- holds (I/O) --------------------------------------------------------------------
 
@@ -177,6 +195,24 @@ class Admitter:
     def _build_redactor(self, tenant_id: str, feature_id: str) -> Redactor | None:
         policy = self.config.redaction.policy_for(self._base_policy, tenant_id, feature_id)
         return Redactor(policy) if policy.enabled else None
+
+
+@lru_cache(maxsize=256)
+def _model_limits(model: str) -> tuple[int | None, int | None]:
+    """LiteLLM's published (max input, max output) tokens for ``model``; None where unknown
+    (an open-weights model behind its own ``api_base``, a name LiteLLM does not list)."""
+    import litellm
+
+    try:
+        info = litellm.get_model_info(model)
+    except Exception:
+        return None, None
+
+    def positive(key: str) -> int | None:
+        value = info.get(key)
+        return int(value) if isinstance(value, int) and value > 0 else None
+
+    return positive("max_input_tokens"), positive("max_output_tokens")
 
 
 def _count_tokens(model: str, messages: list[dict[str, Any]]) -> int:

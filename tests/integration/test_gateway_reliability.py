@@ -641,6 +641,44 @@ async def test_bad_input_is_rejected_before_anything_is_held_or_sent(
     assert sim.stats()["total"] == 0
 
 
+async def test_a_model_s_published_output_limit_applies_unless_the_deployment_declares_one(
+    sim: SimServer, db_engine: Engine, make_gateway: Callable[..., Gateway]
+) -> None:
+    """No declared max_output_tokens: LiteLLM's published limit for the model refuses an
+    impossible max_tokens before anything is held or sent (gpt-4o-mini: 16,384); a
+    declared limit wins; a model LiteLLM does not list is not checked."""
+    prices = [
+        *PRICES,
+        {"model": "openai/gpt-4o-mini", "input_per_mtok": "0.15", "output_per_mtok": "0.6"},
+        {"model": "openai/llama-local", "free": True},
+    ]
+    config = gateway_config(
+        sim.base_url,
+        {
+            "listed": {"deployments": [deployment("listed", "gpt-4o-mini", sim.base_url)]},
+            "declared": {
+                "deployments": [
+                    deployment("declared", "gpt-4o-mini", sim.base_url, max_output_tokens=32768)
+                ]
+            },
+            "unlisted": {"deployments": [deployment("unlisted", "llama-local", sim.base_url)]},
+        },
+        prices=prices,
+    )
+    gateway = make_gateway(config)
+
+    with pytest.raises(ValidationError, match=r"max_tokens 20000 is above .* 'listed' .*16384"):
+        await gateway.chat(chat_request("listed", max_tokens=20000))
+    assert sim.stats()["total"] == 0
+
+    for group in ("declared", "unlisted"):
+        result = await gateway.chat(chat_request(group, max_tokens=20000))
+        assert result.text
+    assert sim.stats()["total"] == 2
+    statuses = sorted((row.model_group, row.status) for row in log_rows(db_engine))
+    assert statuses == [("declared", "ok"), ("listed", "rejected"), ("unlisted", "ok")]
+
+
 # -- 6. PII never leaves ------------------------------------------------------------------------
 
 EMAIL, PHONE, CARD = "jane.doe@example.com", "+1 415-555-2671", "4111 1111 1111 1111"
