@@ -20,6 +20,12 @@ from llmops.gateway.config import GatewayConfig, RetryPolicy
 
 def build_router(config: GatewayConfig) -> Any:
     """A ``litellm.Router`` serving every model group of ``config``."""
+    from llmops.settings import apply_offline_env
+
+    # The Python API may reach here first: without this, importing LiteLLM fetches its
+    # model cost map from the network (retrying for seconds when offline). The gateway
+    # prices calls from its own price book; LiteLLM's bundled map is enough for limits.
+    apply_offline_env()
     import litellm
 
     litellm.suppress_debug_info = True

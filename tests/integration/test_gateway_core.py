@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 from collections.abc import Callable, Iterator
 from contextlib import aclosing
@@ -668,3 +669,29 @@ def _traced_config(base_url: str) -> Any:
             ],
         }
     )
+
+
+def test_the_python_api_builds_a_gateway_without_fetching_litellm_s_cost_map() -> None:
+    """Building a gateway from plain Python (no CLI, no flow) uses LiteLLM's bundled cost
+    map: offline, the network fetch would retry for seconds and warn on every start."""
+    import subprocess
+    import sys
+
+    script = (
+        "from llmops.gateway.config import GatewayConfig\n"
+        "from llmops.gateway.router import build_router\n"
+        "config = GatewayConfig.model_validate({'model_groups': {'g': {'deployments': ["
+        "{'id': 'd', 'model': 'openai/gpt-4o-mini', 'api_base': 'http://127.0.0.1:9/v1'}]}},"
+        " 'prices': [{'model': 'openai/gpt-4o-mini', 'input_per_mtok': '1',"
+        " 'output_per_mtok': '2'}]})\n"
+        "build_router(config)\n"
+        "import litellm\n"
+        "print(litellm.get_model_info('openai/gpt-4o-mini')['max_output_tokens'])\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LITELLM_")}
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "16384"
+    assert "cost map" not in done.stderr.lower(), done.stderr
