@@ -159,3 +159,26 @@ def test_a_failed_gate_writes_nothing_and_keeps_the_hours_dirty(
     stats = _rollup(db_engine, warehouse, load=False)
     assert stats.hours == 2 and _ops_rollups(db_engine) == _duckdb_rollups(warehouse)
     assert {(r[1], r[7]) for r in _ops_rollups(db_engine) if r[0] == "hour"} == {(H1, 4), (h2, 1)}
+
+
+def test_many_scattered_late_hours_are_recomputed_exactly(
+    db_engine: Engine, tmp_path: Path
+) -> None:
+    add_tenants(db_engine, "acme")
+    warehouse = tmp_path / "wh.duckdb"
+    first = [{"started_at": H1 - timedelta(hours=2 * i), "latency_ms": 7} for i in range(40)]
+    log_rows(db_engine, first)
+    _rollup(db_engine, warehouse)
+    # Late rows land in 40 hours two apart (more runs than a scan names one by one), one
+    # of them rejected.
+    late = [
+        {"started_at": H1 - timedelta(hours=2 * i, minutes=-5), "latency_ms": 100 + i}
+        for i in range(40)
+    ]
+    log_rows(db_engine, late)
+    bad = log_rows(db_engine, [{"started_at": H1 - timedelta(hours=30), "input_tokens": -1}])
+
+    stats = _rollup(db_engine, warehouse)
+
+    assert stats.hours == 40 and [r["request_id"] for r in stats.rejects] == bad
+    assert _ops_rollups(db_engine) == _duckdb_rollups(warehouse) == _expected(first + late)
