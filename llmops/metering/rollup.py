@@ -9,7 +9,9 @@ How it stays incremental and exact:
 2. Each dirty hour is recomputed whole from the warehouse rows (and each day containing a
    dirty hour, for the daily rollups and their exact percentiles), then replaces that
    window in DuckDB and in the ops DB. Recomputing whole windows makes a second run a
-   no-op: running it twice changes nothing.
+   no-op: running it twice changes nothing. One scan reads the days touched into per-hour
+   measures and latency lists; a day adds up its hours and takes its percentiles from all
+   of its latencies pooled (never from hourly percentiles).
 3. Rows with a missing tenant or negative tokens or cost are left out and recorded in
    ``metering_rejects`` with the reason; the rest of the window proceeds.
 4. The data-quality gate (:mod:`llmops.metering.quality`) validates the new rollups before
@@ -154,8 +156,8 @@ def _where(runs: list[tuple[datetime, datetime]], table: str) -> str:
     DuckDB's zone maps skip the rest of the history, or for very scattered windows one
     enclosing range plus a semi-join on the window table.
 
-    Bounds are integer literals, not bound parameters: DuckDB's first exchange of a Python
-    object imports pandas (a second or more), which the rollup itself never needs.
+    Bounds are integer literals (microseconds since the epoch), so each query is plain
+    SQL with no parameters to carry between the queries that share a predicate.
     """
 
     def between(lo: datetime, hi: datetime) -> str:
@@ -214,7 +216,8 @@ def compute_windows(
     con: duckdb.DuckDBPyConnection, hours: list[datetime]
 ) -> tuple[Any, Any, Any, list[dict[str, Any]]]:
     """Hourly rollups of ``hours``, daily rollups of the days containing them, rejects
-    (Arrow tables), and raw (tenant, hour) totals computed separately for the gate.
+    (Arrow tables, also left in temp tables for :func:`_write_duckdb`), and raw (tenant,
+    hour) totals computed separately for the gate.
 
     Daily percentiles are exact, so a day is recomputed from its rows, never from hourly
     rollups; every scan is limited to the dirty windows' time ranges.
