@@ -13,21 +13,25 @@ from __future__ import annotations
 import re
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import URL, Connection, Engine, create_engine, event, make_url, text
+from sqlalchemy import URL, Connection, Engine, Table, create_engine, event, make_url, text
 from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlmodel import Session
 
 from llmops.errors import ConfigError, DatabaseUnavailable
 from llmops.settings import Settings, get_settings
 
+if TYPE_CHECKING:
+    import psycopg
+
 __all__ = [
     "POSTGRES_CONNECT_TIMEOUT_S",
     "SQLITE_BUSY_TIMEOUT_MS",
+    "bulk_insert",
     "check_connection",
     "connect",
     "describe_url",
@@ -92,6 +96,58 @@ def session_scope(engine: Engine) -> Iterator[Session]:
         except BaseException:
             session.rollback()
             raise
+
+
+def bulk_insert(
+    connection: Connection, table: Table, columns: Sequence[str], rows: Iterable[Sequence[Any]]
+) -> int:
+    """Insert ``rows`` (tuples in ``columns`` order) into ``table`` in the connection's
+    transaction: ``COPY`` on Postgres, one DB-API ``executemany`` on SQLite.
+
+    Each value goes through its column's type first (``Money`` quantized, and text on
+    SQLite; ``UTCDateTime`` checked aware, stored UTC), exactly as an ORM insert binds it;
+    what is skipped is SQLAlchemy's per-row statement work, and with it the model's Python
+    defaults: give every column that has no server default. Returns the rows inserted.
+    """
+    dialect = connection.dialect
+    data = [list(values) for values in zip(*rows, strict=True)]  # column by column
+    if not data:
+        return 0
+    if len(data) != len(columns):
+        raise ValueError(f"rows have {len(data)} values, not one per column of {columns}")
+    for i, name in enumerate(columns):
+        bind = table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
+        if bind is not None:
+            data[i] = _bind_all(bind, data[i])
+    bound = list(zip(*data, strict=True))
+    names = ", ".join(columns)
+    if dialect.name == "postgresql":
+        dbapi = cast("psycopg.Connection[Any]", connection.connection.dbapi_connection)
+        sql = f"COPY {table.name} ({names}) FROM STDIN"
+        with dbapi.cursor() as cursor, cursor.copy(sql) as copy:
+            for row in bound:
+                copy.write_row(row)
+    else:
+        marks = ", ".join("?" for _ in columns)
+        connection.exec_driver_sql(f"INSERT INTO {table.name} ({names}) VALUES ({marks})", bound)
+    return len(bound)
+
+
+def _bind_all(bind: Callable[[Any], Any], values: list[Any]) -> list[Any]:
+    """``bind`` applied to each value, once per distinct value: windows and stamps repeat
+    across a batch. Keyed by type too, or a float equal to a Decimal seen before would
+    slip past Money's refusal of floats."""
+    memo: dict[tuple[type, Any], Any] = {}
+    out = []
+    for value in values:
+        if isinstance(value, list | dict):  # a JSON column's value: not hashable
+            out.append(bind(value))
+            continue
+        key = (type(value), value)
+        if key not in memo:
+            memo[key] = bind(value)
+        out.append(memo[key])
+    return out
 
 
 def describe_url(url: str | URL) -> str:

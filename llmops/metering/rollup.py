@@ -9,7 +9,9 @@ How it stays incremental and exact:
 2. Each dirty hour is recomputed whole from the warehouse rows (and each day containing a
    dirty hour, for the daily rollups and their exact percentiles), then replaces that
    window in DuckDB and in the ops DB. Recomputing whole windows makes a second run a
-   no-op: running it twice changes nothing.
+   no-op: running it twice changes nothing. One scan reads the days touched into per-hour
+   measures and latency lists; a day adds up its hours and takes its percentiles from all
+   of its latencies pooled (never from hourly percentiles).
 3. Rows with a missing tenant or negative tokens or cost are left out and recorded in
    ``metering_rejects`` with the reason; the rest of the window proceeds.
 4. The data-quality gate (:mod:`llmops.metering.quality`) validates the new rollups before
@@ -24,18 +26,18 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, and_, delete, insert, or_
-from sqlmodel import col
+from sqlalchemy import Engine, Table, and_, delete, or_
+from sqlmodel import SQLModel, col
 
-from llmops.db.engine import session_scope
+from llmops.db.engine import bulk_insert, session_scope
 from llmops.db.models import MeteringReject, UsageRollup
 from llmops.ids import utcnow
 from llmops.metering.quality import TOTAL_MEASURES, DataQualityError, GateResult, run_gate
-from llmops.warehouse.rollups import ROLLUP_COLUMNS, ensure_rollup_tables
+from llmops.warehouse.rollups import ROLLUP_COLUMNS, ROLLUP_KEY, ensure_rollup_tables
 
 if TYPE_CHECKING:
     import duckdb
@@ -49,7 +51,11 @@ __all__ = ["RollupStats", "compute_windows", "rollup_frames", "run_rollup"]
 
 _HOUR = timedelta(hours=1)
 _DAY = timedelta(days=1)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
 _ROLLUP_NAMES = [name for name, _ in ROLLUP_COLUMNS]
+_ROLLUPS: Table = SQLModel.metadata.tables[UsageRollup.__tablename__]
+_REJECTS: Table = SQLModel.metadata.tables[MeteringReject.__tablename__]
 
 _MISSING_TENANT = "tenant_id IS NULL OR trim(tenant_id) = ''"
 _BAD_CHECKS = (
@@ -77,9 +83,35 @@ _MEASURES_SQL = """
     sum(cost_usd)::DECIMAL(38, 12) AS cost_usd,
     count(*) FILTER (WHERE cache_hit) AS cache_hits,
     count(*) FILTER (WHERE status <> 'ok') AS errors,
-    quantile_disc(latency_ms, 0.5)::BIGINT AS latency_p50_ms,
-    quantile_disc(latency_ms, 0.95)::BIGINT AS latency_p95_ms
+    list(latency_ms) AS latencies
 """
+_MEASURE_NAMES = [n for n in _ROLLUP_NAMES if n not in ROLLUP_KEY and not n.startswith("latency_")]
+_GROUP = "tenant_id, feature_id, model, prompt_name, prompt_version"
+
+_HOUR_US = 3_600_000_000
+_DAY_US = 24 * _HOUR_US
+
+
+def _floor_us(micros: str, span_us: int) -> str:
+    """``micros`` (since the epoch) down to the start of its UTC hour or day: floor, not
+    truncating, division, so times before 1970 land in the right window too."""
+    return f"({micros} - (({micros} % {span_us}) + {span_us}) % {span_us})"
+
+
+def _window_us(span_us: int) -> str:
+    """The start of ``started_at``'s UTC hour or day, in microseconds since the epoch.
+
+    Integer arithmetic rather than ``date_trunc``: on a TIMESTAMPTZ that goes through
+    ICU's calendar and costs twice the rest of an aggregation over the request log
+    (measured on 10M rows: 1.2 of 1.8 CPU-seconds).
+    """
+    return _floor_us("epoch_us(started_at)", span_us)
+
+
+def _percentiles(latencies: str) -> str:
+    """Exact p50 and p95 of a list, as the quantile_disc aggregate computes them (one
+    list-valued quantile, not one per percentile: each would sort its own copy)."""
+    return f"list_aggr({latencies}, 'quantile_disc', [0.5, 0.95]) AS q"
 
 
 @dataclass
@@ -115,34 +147,68 @@ def _runs(starts: list[datetime], step: timedelta) -> list[tuple[datetime, datet
     return runs
 
 
-def _where(
-    runs: list[tuple[datetime, datetime]], table: str, prefix: str, params: dict[str, Any]
-) -> str:
+def _micros(moment: datetime) -> int:
+    return (moment - _EPOCH) // _MICROSECOND
+
+
+def _where(runs: list[tuple[datetime, datetime]], table: str) -> str:
     """A predicate on ``started_at`` for the windows in ``runs``: the ranges themselves, so
     DuckDB's zone maps skip the rest of the history, or for very scattered windows one
-    enclosing range plus a semi-join on the window table."""
+    enclosing range plus a semi-join on the window table.
+
+    Bounds are integer literals (microseconds since the epoch), so each query is plain
+    SQL with no parameters to carry between the queries that share a predicate.
+    """
+
+    def between(lo: datetime, hi: datetime) -> str:
+        return (
+            f"(started_at >= make_timestamptz({_micros(lo)}) "
+            f"AND started_at < make_timestamptz({_micros(hi)}))"
+        )
+
     if len(runs) <= 32:
-        terms = []
-        for i, (lo, hi) in enumerate(runs):
-            params[f"{prefix}lo{i}"], params[f"{prefix}hi{i}"] = lo, hi
-            terms.append(f"(started_at >= ${prefix}lo{i} AND started_at < ${prefix}hi{i})")
-        return "(" + " OR ".join(terms) + ")"
-    params[f"{prefix}lo"], params[f"{prefix}hi"] = runs[0][0], runs[-1][1]
-    span = "hour" if table == "todo_hours" else "day"
+        return "(" + " OR ".join(between(lo, hi) for lo, hi in runs) + ")"
+    span = _HOUR_US if table == "todo_hours" else _DAY_US
     return (
-        f"(started_at >= ${prefix}lo AND started_at < ${prefix}hi "
-        f"AND date_trunc('{span}', started_at) IN (SELECT w FROM {table}))"
+        f"({between(runs[0][0], runs[-1][1])} "
+        f"AND {_window_us(span)} IN (SELECT epoch_us(w) FROM {table}))"
     )
 
 
-def _aggregate(span: str, where: str) -> str:
+def _hour_lists(where: str) -> str:
+    """Per hour and grain: the measures and the list of every latency (for percentiles)."""
     return f"""
-        SELECT '{span}' AS granularity, date_trunc('{span}', started_at) AS window_start,
-               tenant_id, feature_id, coalesce(model, model_group) AS model,
-               coalesce(prompt_name, '') AS prompt_name,
+        SELECT {_window_us(_HOUR_US)} AS w, tenant_id, feature_id,
+               coalesce(model, model_group) AS model, coalesce(prompt_name, '') AS prompt_name,
                coalesce(prompt_version, 0)::INTEGER AS prompt_version,
                {_MEASURES_SQL}
         FROM request_log WHERE {where} AND NOT ({_BAD}) GROUP BY ALL
+    """
+
+
+def _rollups(span: str) -> str:
+    """The ``span`` rollups from ``hour_lists``: hours as they are (the dirty ones), days
+    by adding up their hours' measures and pooling their latencies."""
+    measures = ", ".join(_MEASURE_NAMES)
+    if span == "hour":
+        inner = (
+            f"SELECT *, {_percentiles('latencies')} FROM hour_lists "
+            "WHERE w IN (SELECT epoch_us(w) FROM todo_hours)"
+        )
+    else:
+        sums = ", ".join(
+            f"sum({m})::{'DECIMAL(38, 12)' if m == 'cost_usd' else 'BIGINT'} AS {m}"
+            for m in _MEASURE_NAMES
+        )
+        inner = (
+            f"SELECT {_floor_us('w', _DAY_US)} AS w, {_GROUP}, {sums}, "
+            f"{_percentiles('flatten(list(latencies))')} "
+            f"FROM hour_lists GROUP BY ALL"
+        )
+    return f"""
+        SELECT '{span}' AS granularity, make_timestamptz(w) AS window_start, {_GROUP},
+               {measures}, q[1]::BIGINT AS latency_p50_ms, q[2]::BIGINT AS latency_p95_ms
+        FROM ({inner})
     """
 
 
@@ -150,45 +216,60 @@ def compute_windows(
     con: duckdb.DuckDBPyConnection, hours: list[datetime]
 ) -> tuple[Any, Any, Any, list[dict[str, Any]]]:
     """Hourly rollups of ``hours``, daily rollups of the days containing them, rejects
-    (Arrow tables), and raw (tenant, hour) totals computed separately for the gate.
+    (Arrow tables, also left in temp tables for :func:`_write_duckdb`), and raw (tenant,
+    hour) totals computed separately for the gate.
 
     Daily percentiles are exact, so a day is recomputed from its rows, never from hourly
     rollups; every scan is limited to the dirty windows' time ranges.
     """
-    import pyarrow as pa
-
     days = sorted({h.replace(hour=0, minute=0, second=0, microsecond=0) for h in hours})
     for name, values in (("todo_hours", sorted(hours)), ("todo_days", days)):
-        con.execute(f"CREATE OR REPLACE TEMP TABLE {name} (w TIMESTAMPTZ)")
-        con.register(
-            "incoming_windows", pa.table({"w": pa.array(values, pa.timestamp("us", "UTC"))})
+        micros = ", ".join(str(_micros(w)) for w in values)
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE {name} AS "
+            f"SELECT make_timestamptz(unnest([{micros}]::BIGINT[])) AS w"
         )
-        con.execute(f"INSERT INTO {name} SELECT w FROM incoming_windows")
-        con.unregister("incoming_windows")
-    params: dict[str, Any] = {}
-    in_hours = _where(_runs(hours, _HOUR), "todo_hours", "h", params)
-    in_days = _where(_runs(days, _DAY), "todo_days", "d", params)
+    in_hours = _where(_runs(hours, _HOUR), "todo_hours")
+    in_days = _where(_runs(days, _DAY), "todo_days")
 
-    def run(sql: str) -> Any:
-        used = {k: v for k, v in params.items() if f"${k}" in sql}
-        return con.sql(sql, params=used or None).to_arrow_table()
+    def run(sql: str, into: str | None = None) -> Any:
+        """Run ``sql``; with ``into``, keep the result as that temp table for the DuckDB
+        write (:func:`_write_duckdb`) and return it as Arrow."""
+        if into is None:
+            return con.sql(sql).to_arrow_table()
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {into} AS {sql}")
+        return con.sql(f"SELECT * FROM {into}").to_arrow_table()
 
-    hourly = run(_aggregate("hour", in_hours))
-    daily = run(_aggregate("day", in_days))
+    # One scan: every hour of the days touched, per grain, with its latencies listed;
+    # hourly rollups are the dirty hours of it, daily ones its hours added up. Exact daily
+    # percentiles come from the day's pooled latencies, never from hourly percentiles.
+    con.execute(f"CREATE OR REPLACE TEMP TABLE hour_lists AS {_hour_lists(in_days)}")
+    hourly = run(_rollups("hour"), into="new_hourly")
+    daily = run(_rollups("day"), into="new_daily")
+    con.execute("DROP TABLE hour_lists")
+    # The gate's raw totals: a second, independent reading of the rows (its own grouping
+    # and sums, no percentiles) that the hourly rollups must add up to exactly. Grouping
+    # by the reject test as well finds the hours holding rejects, so the query listing
+    # them reads only those hours, usually none.
     sums = ", ".join(
         f"sum({m})::{'DECIMAL(38, 12)' if m == 'cost_usd' else 'BIGINT'} AS {m}"
         for m in TOTAL_MEASURES
         if m != "calls"
     )
     # Arrow keeps DECIMAL exact (pandas' .df() would turn it into floats).
-    raw = run(
-        "SELECT tenant_id, date_trunc('hour', started_at) AS window_start, count(*) AS calls, "
-        f"{sums} FROM request_log WHERE {in_hours} AND NOT ({_BAD}) GROUP BY ALL"
+    totals = run(
+        f"SELECT tenant_id, make_timestamptz(w) AS window_start, rejected, count(*) AS calls, "
+        f"{sums} FROM (SELECT {_window_us(_HOUR_US)} AS w, ({_BAD}) AS rejected, * "
+        f"FROM request_log WHERE {in_hours}) GROUP BY ALL"
     ).to_pylist()
-    rejects = run(
-        f"SELECT request_id, tenant_id, started_at, {_REASON} AS reason FROM request_log "
-        f"WHERE {in_hours} AND ({_BAD})"
-    )
+    reject_hours = sorted({row["window_start"] for row in totals if row["rejected"]})
+    raw = [row for row in totals if row.pop("rejected") is False]
+    reason = f"SELECT request_id, tenant_id, started_at, {_REASON} AS reason FROM request_log"
+    if reject_hours:
+        in_rejects = _where(_runs(reject_hours, _HOUR), "todo_hours")
+        rejects = run(f"{reason} WHERE {in_rejects} AND ({_BAD})", into="new_rejects")
+    else:
+        rejects = run(f"{reason} LIMIT 0", into="new_rejects")
     return hourly, daily, rejects, raw
 
 
@@ -254,10 +335,9 @@ def run_rollup(
             # First run on this warehouse (or one loaded before rollups existed): every hour.
             con.execute(
                 "INSERT OR IGNORE INTO dirty_hours "
-                "SELECT DISTINCT date_trunc('hour', started_at) FROM request_log"
+                f"SELECT DISTINCT make_timestamptz({_window_us(_HOUR_US)}) FROM request_log"
             )
         hours = [r[0] for r in con.execute("SELECT window_start FROM dirty_hours").fetchall()]
-        hourly = daily = rejects = None
         if hours:
             clock = time.perf_counter()
             hourly, daily, rejects, raw = compute_windows(con, hours)
@@ -283,7 +363,7 @@ def run_rollup(
                 _write_meter_usage_duckdb(con, usage.touched_hours, usage.rows_by_hour)
         stats.seconds["meter_usage"] = time.perf_counter() - clock
         clock = time.perf_counter()
-        _write_duckdb(con, hours, hourly, daily, rejects)
+        _write_duckdb(con, hours)
         stats.seconds["write_duckdb"] = time.perf_counter() - clock
     finally:
         con.close()
@@ -318,28 +398,43 @@ def _write_ops_db(
                     col(MeteringReject.started_at) < max(chunk) + _HOUR,
                 )
             )
+        connection = session.connection()
         for table in (hourly, daily):
-            rows = table.to_pylist()
-            for row in rows:
-                row["updated_at"] = now
-            for start in range(0, len(rows), 5000):
-                session.execute(insert(UsageRollup), rows[start : start + 5000])
-        reject_rows = [
-            {**row, "tenant_id": (row["tenant_id"] or None), "created_at": now}
-            for row in rejects.to_pylist()
-        ]
-        if reject_rows:
-            session.execute(insert(MeteringReject), reject_rows)
+            columns = [
+                _utc_datetimes(table.column(name))
+                if name == "window_start"
+                else table.column(name).to_pylist()
+                for name in _ROLLUP_NAMES
+            ]
+            rows = ((*values, now) for values in zip(*columns, strict=True))
+            bulk_insert(connection, _ROLLUPS, [*_ROLLUP_NAMES, "updated_at"], rows)
+        bulk_insert(
+            connection,
+            _REJECTS,
+            ["request_id", "tenant_id", "started_at", "reason", "created_at"],
+            (
+                (r["request_id"], r["tenant_id"] or None, r["started_at"], r["reason"], now)
+                for r in rejects.to_pylist()
+            ),
+        )
 
 
-def _write_duckdb(
-    con: duckdb.DuckDBPyConnection,
-    hours: list[datetime],
-    hourly: Any,
-    daily: Any,
-    rejects: Any,
-) -> None:
-    """Replace the same windows in DuckDB and clear their dirty marks, atomically."""
+def _utc_datetimes(column: Any) -> list[datetime]:
+    """An Arrow ``timestamp[us, UTC]`` column as aware datetimes, each distinct value built
+    once: pyarrow's own conversion of zoned timestamps costs ~3.5 us a value."""
+    import pyarrow as pa
+
+    assert column.type == pa.timestamp("us", "UTC"), column.type
+    memo: dict[int, datetime] = {}
+    return [
+        memo[m] if m in memo else memo.setdefault(m, _EPOCH + m * _MICROSECOND)
+        for m in column.cast(pa.int64()).to_pylist()
+    ]
+
+
+def _write_duckdb(con: duckdb.DuckDBPyConnection, hours: list[datetime]) -> None:
+    """Replace the same windows in DuckDB with the rollups :func:`compute_windows` left in
+    its temp tables, and clear their dirty marks, atomically."""
     con.execute("BEGIN")
     try:
         if hours:
@@ -353,15 +448,9 @@ def _write_duckdb(
                 "(SELECT w FROM todo_hours)"
             )
             names = ", ".join(_ROLLUP_NAMES)
-            for table in (hourly, daily):
-                con.register("incoming_rollups", table)
-                con.execute(
-                    f"INSERT INTO usage_rollups ({names}) SELECT {names} FROM incoming_rollups"
-                )
-                con.unregister("incoming_rollups")
-            con.register("incoming_rejects", rejects)
-            con.execute("INSERT INTO metering_rejects SELECT * FROM incoming_rejects")
-            con.unregister("incoming_rejects")
+            for table in ("new_hourly", "new_daily"):
+                con.execute(f"INSERT INTO usage_rollups ({names}) SELECT {names} FROM {table}")
+            con.execute("INSERT INTO metering_rejects SELECT * FROM new_rejects")
             con.execute("DELETE FROM dirty_hours WHERE window_start IN (SELECT w FROM todo_hours)")
         con.execute("INSERT OR REPLACE INTO rollup_state VALUES ('initialized', 'true')")
         con.execute("COMMIT")
