@@ -4,7 +4,9 @@ One :class:`QueueWorker` keeps up to ``concurrency`` jobs in flight on one event
 holding up to one batch more claimed and waiting (so a freed slot is refilled at once),
 claiming again whenever half a batch of room is free; it heartbeats the leases of every
 job it holds every third of the lease. Terminal and retry transitions are
-group-committed (one transaction for every transition waiting), fenced on the lease.
+group-committed (one transaction, and one statement per kind of transition, for every
+transition waiting), fenced on the lease; the action outcomes of the completed jobs are
+written in the same transaction (:mod:`llmops.queue.terminal`).
 
 Exactly-once accounting: the gateway returns a call only after its request_log row
 (which carries ``job_id``) is committed, and the job's transition is written after that.
@@ -44,7 +46,6 @@ from llmops.prompts.store import resolve_prompt
 from llmops.queue.callbacks import deliver_due
 from llmops.queue.retry import Failure, backoff_s, classify
 from llmops.queue.store import ClaimedJob, JobStore, Recovered, Transition
-from llmops.queue.terminal import TerminalJob, on_job_terminal
 from llmops.settings import Settings
 from llmops.telemetry import tracing
 
@@ -401,7 +402,7 @@ class QueueWorker:
         if await self._commit(Transition(job, "completed", values)):
             self.stats.completed += 1
             self.stats.cost_usd += cost
-            self._terminal(job, "completed", cost, request_id, None)
+            self._terminal(job)
 
     async def _finish_failed(
         self,
@@ -439,26 +440,12 @@ class QueueWorker:
         values["cost_usd"] = cost
         if await self._commit(Transition(job, "dead", values)):
             self.stats.dead += 1
-            self._terminal(job, "dead", cost, None, values["error"])
+            self._terminal(job)
 
-    def _terminal(
-        self, job: ClaimedJob, status: str, cost: Decimal, request_id: str | None, error: str | None
-    ) -> None:
+    def _terminal(self, job: ClaimedJob) -> None:
+        # Its end (the action outcome) was recorded in the transition's own transaction.
         if job.callback_url:
             self._callbacks_wake.set()
-        on_job_terminal(
-            self.engine,
-            TerminalJob(
-                job_id=job.id,
-                tenant_id=job.tenant_id,
-                feature_id=job.feature_id,
-                action_id=job.action_id or job.id,
-                status=status,
-                cost_usd=cost,
-                request_id=request_id,
-                error=error,
-            ),
-        )
 
     # -- group commit, heartbeats, callbacks -------------------------------------------
 

@@ -424,6 +424,54 @@ def test_concurrent_claims_never_hand_out_a_job_twice(db_engine: Engine, keys: A
         assert conn.execute(select(func.max(JOBS.c.attempts))).scalar() == 1
 
 
+def test_a_group_commit_skips_a_lost_lease_and_records_the_others_outcomes(
+    db_engine: Engine, keys: Any
+) -> None:
+    from sqlmodel import Session
+
+    from llmops.metering.actions import record_action_outcome
+    from llmops.queue.store import Transition
+
+    _bulk(db_engine, "acme", 3)
+    store = JobStore(db_engine)
+    mine = store.claim("w1", 3, 60, utcnow())
+    lost, done, posted = mine
+    with db_engine.begin() as conn:  # w1 stalls: its lease of the first job runs out
+        conn.execute(
+            update(JOBS)
+            .where(JOBS.c.id == lost.id)
+            .values(lease_expires_at=utcnow() - timedelta(seconds=1))
+        )
+    assert [job.id for job in store.claim("w2", 3, 60, utcnow())] == [lost.id]
+    with Session(db_engine) as session:  # the app already said how the third action went
+        record_action_outcome(session, "acme", posted.id, "failure", "api")
+        session.commit()
+    assert store.heartbeat("w1", mine, 60) == 2  # only the leases w1 still holds
+
+    values = {"result": {"text": "hi"}, "request_id": None, "cost_usd": Decimal("0.01")}
+    changes = [Transition(job, "completed", {**values, "history": []}) for job in mine]
+    assert store.apply(changes) == [False, True, True]
+    with db_engine.connect() as conn:
+        rows = conn.execute(select(JOBS.c.id, JOBS.c.status, JOBS.c.lease_owner)).all()
+        outcomes = set(
+            conn.execute(
+                select(
+                    ActionOutcome.action_id,  # type: ignore[arg-type]
+                    ActionOutcome.outcome,  # type: ignore[arg-type]
+                    ActionOutcome.job_id,  # type: ignore[arg-type]
+                )
+            ).all()
+        )
+    assert {row[0]: (row[1], row[2]) for row in rows} == {
+        lost.id: ("running", "w2"),
+        done.id: ("completed", None),
+        posted.id: ("completed", None),
+    }
+    # Outcomes are final: the posted failure stays; the lost lease records nothing.
+    assert outcomes == {(done.id, "success", done.id), (posted.id, "failure", None)}
+    assert store.apply(changes[1:]) == [False, False]  # a repeated write changes nothing
+
+
 # -- callbacks ------------------------------------------------------------------------
 
 
