@@ -245,6 +245,58 @@ async def test_a_worker_completes_jobs_through_the_gateway_and_logs_each_call_on
     assert len(outcomes) == 21
 
 
+async def test_a_worker_claims_whole_batches_and_keeps_every_slot_busy(
+    db_engine: Engine, config: GatewayConfig, keys: Any, sim: SimServer
+) -> None:
+    sim.configure({"seed": 1, "default": {"ttft_ms": 30, "tokens_per_s": 0}})
+    ids = [enqueue(db_engine, config, "acme", job_body(i)).job["id"] for i in range(40)]
+
+    class Counting(Gateway):
+        in_flight = peak = 0
+
+        async def chat(self, req: ChatRequest) -> Any:
+            self.in_flight += 1
+            self.peak = max(self.peak, self.in_flight)
+            try:
+                return await super().chat(req)
+            finally:
+                self.in_flight -= 1
+
+    asks: list[tuple[int, int]] = []  # (jobs asked for, jobs held then)
+
+    class Recording(JobStore):
+        def claim(self, owner: str, limit: int, lease_s: float, now: Any) -> Any:
+            asks.append((limit, len(w._running)))
+            return super().claim(owner, limit, lease_s, now)
+
+    gateway = Counting(config, db_engine)
+    try:
+        w = QueueWorker(db_engine, gateway, batch_size=6, concurrency=4, poll_s=0.05)
+        w.store = Recording(db_engine)
+        stats = await w.run(until_empty=True)
+    finally:
+        await gateway.aclose()
+    assert (stats.claimed, stats.completed) == (40, 40)
+    assert all(get_job(db_engine, i, tenant_id=None)["status"] == "completed" for i in ids)
+    # Every claim is for a whole batch, made while half a batch still waits to run, so
+    # the 4 slots never wait for a claim; at most 4 + 6 + 3 jobs are held at once.
+    assert {limit for limit, _ in asks} == {6}
+    assert max(held for _, held in asks) <= 4 + 3
+    assert gateway.peak == 4
+
+
+async def test_a_job_over_its_time_limit_is_a_retryable_timeout(
+    db_engine: Engine, config: GatewayConfig, worker: Callable[..., QueueWorker], sim: SimServer
+) -> None:
+    sim.configure({"seed": 1, "default": {"ttft_ms": 3000}})
+    job_id = enqueue(db_engine, config, "acme", job_body(max_attempts=2)).job["id"]
+    stats = await worker(job_timeout_s=0.2).run(until_empty=True)
+    job = get_job(db_engine, job_id, tenant_id=None)
+    assert (stats.retried, stats.dead, job["status"]) == (1, 1, "dead")
+    assert [h["error_class"] for h in job["history"]] == ["timeout", "timeout"]
+    assert all(h["retryable"] for h in job["history"])
+
+
 async def test_retryable_failures_back_off_then_dead_letter_with_history_and_replay(
     db_engine: Engine, config: GatewayConfig, worker: Callable[..., QueueWorker], sim: SimServer
 ) -> None:
