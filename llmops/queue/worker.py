@@ -2,11 +2,11 @@
 
 One :class:`QueueWorker` keeps up to ``concurrency`` jobs in flight on one event loop,
 holding up to a batch and a half more claimed and waiting (so a freed slot is refilled
-at once), claiming a batch again whenever a batch of room is free; it heartbeats the leases of every
-job it holds every third of the lease. Terminal and retry transitions are
-group-committed (one transaction, and one statement per kind of transition, for every
-transition waiting), fenced on the lease; the action outcomes of the completed jobs are
-written in the same transaction (:mod:`llmops.queue.terminal`).
+at once), claiming a whole batch again whenever a batch of room is free; it heartbeats
+the leases of every job it holds every third of the lease. Terminal and retry
+transitions are group-committed (one transaction, and one statement per kind of
+transition, for every transition waiting), fenced on the lease; the action outcomes of
+the completed jobs are written in the same transaction (:mod:`llmops.queue.terminal`).
 
 Exactly-once accounting: the gateway returns a call only after its request_log row
 (which carries ``job_id``) is committed, and the job's transition is written after that.
