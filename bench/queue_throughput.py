@@ -18,9 +18,11 @@ Worker processes import everything, build their gateway and warm it up, then wai
 common start signal, so interpreter and LiteLLM start-up are not timed; the time is from
 the signal to the last job's terminal state. Prints a table of jobs/s and ratios (one
 worker to the baseline; two workers to one) and, as its last line, one JSON object with
-every figure. Not a test: nothing asserts timings. On a shared or small machine (two
-cores here, other work running) figures are noisy, and two worker processes plus the
-simulator and the database compete for the same cores.
+every figure, including the CPU time each worker process used per job (from the signal
+to its end, all of its threads; a Postgres server's own CPU is not in it), which is
+steadier than jobs/s on a busy machine. Not a test: nothing asserts timings. On a shared
+or small machine (two cores here, other work running) figures are noisy, and two worker
+processes plus the simulator and the database compete for the same cores.
 
     uv run python bench/queue_throughput.py [--jobs 10000] [--concurrency 50] [--quick]
 """
@@ -242,6 +244,7 @@ def _worker_main(signals: Path, concurrency: int, batch: int, core_calls: int) -
         (signals / f"ready-{os.getpid()}").touch()
         while not (signals / "go").exists():
             await asyncio.sleep(0.005)
+        cpu_started = time.process_time()
         if core_calls:
             sem = asyncio.Semaphore(concurrency)
 
@@ -255,9 +258,10 @@ def _worker_main(signals: Path, concurrency: int, batch: int, core_calls: int) -
         else:
             result = (await worker.run(until_empty=True)).as_dict()
         ended = time.time()
+        cpu_s = time.process_time() - cpu_started
         await gateway.aclose()
         engine.dispose()
-        return {**result, "finished_at": ended}
+        return {**result, "finished_at": ended, "cpu_s": cpu_s}
 
     print(json.dumps(asyncio.run(main())))
 
@@ -322,10 +326,16 @@ def main() -> None:
                         LLMOPS_DATA_DIR=str(folder / "data"),
                     )
                     _prepare_db(url, 0)
-                    seconds, _ = _drain(env, 1, args.concurrency, 1, folder, core_calls=jobs)
+                    seconds, stats = _drain(env, 1, args.concurrency, 1, folder, core_calls=jobs)
                     core = jobs / seconds
-                    print(f"{backend:8s} gateway core loop: {core:8.1f} calls/s", flush=True)
+                    core_cpu = 1000 * stats[0]["cpu_s"] / jobs
+                    print(
+                        f"{backend:8s} gateway core loop: {core:8.1f} calls/s "
+                        f"({core_cpu:.2f} ms CPU a call)",
+                        flush=True,
+                    )
                     figures[f"{backend}_core_calls_s"] = round(core, 1)
+                    figures[f"{backend}_core_cpu_ms"] = round(core_cpu, 2)
                     rates = {}
                     for workers in (1, 2):
                         _prepare_db(url, jobs)
@@ -334,12 +344,14 @@ def main() -> None:
                         )
                         done = sum(s["completed"] for s in stats)
                         rates[workers] = done / seconds
+                        cpu = 1000 * sum(s["cpu_s"] for s in stats) / max(done, 1)
                         print(
                             f"{backend:8s} {workers} worker(s): {rates[workers]:8.1f} jobs/s "
                             f"({done} completed, {sum(s['dead'] for s in stats)} dead, "
-                            f"{seconds:.1f} s)",
+                            f"{seconds:.1f} s, {cpu:.2f} ms CPU a job)",
                             flush=True,
                         )
+                        figures[f"{backend}_{workers}w_cpu_ms"] = round(cpu, 2)
                         figures[f"{backend}_{workers}w_jobs_s"] = round(rates[workers], 1)
                         figures[f"{backend}_{workers}w_completed"] = done
                     figures[f"{backend}_core_vs_baseline"] = round(core / baseline, 3)

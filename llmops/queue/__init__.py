@@ -9,7 +9,7 @@ from llmops.queue.callbacks import SIGNATURE_HEADER, sign, verify
 from llmops.queue.jobs import JobNotFound, Submitted, enqueue, get_job
 from llmops.queue.spec import JobSpec, PromptRef
 from llmops.queue.store import JobStore
-from llmops.queue.terminal import TerminalJob, on_job_terminal
+from llmops.queue.terminal import TerminalJob, record_terminal
 from llmops.queue.worker import QueueWorker, WorkerStats, install_signal_handlers
 
 __all__ = [
@@ -25,7 +25,7 @@ __all__ = [
     "enqueue",
     "get_job",
     "install_signal_handlers",
-    "on_job_terminal",
+    "record_terminal",
     "sign",
     "verify",
 ]

@@ -2,12 +2,17 @@
 
 Claims are the one place where SQL differs by dialect (:meth:`JobStore.claim`):
 
-- SQLite: ``BEGIN IMMEDIATE`` takes the file's write lock before the candidate read, so
-  two workers (threads or processes) never claim the same job.
+- SQLite: the candidates are read before the write lock (the fairness ranking sorts
+  every ready job: tens of milliseconds for a backlog of 10,000, which would otherwise
+  hold up every other writer, the request log included); then ``BEGIN IMMEDIATE`` takes
+  the file's write lock and only the candidates still ready are claimed, so two workers
+  (threads or processes) never claim the same job.
 - Postgres: the candidates are read without locks, then locked with
   ``FOR UPDATE SKIP LOCKED`` (re-checking that each is still ready); a concurrent worker
-  skips what this one holds instead of waiting. Up to three times the batch is read as
-  candidates so that two workers racing for the same head of the queue both fill a batch.
+  skips what this one holds instead of waiting.
+
+On both, up to three times the batch is read as candidates so that two workers racing
+for the same head of the queue both fill a batch.
 
 Order (the fairness rule): jobs are ranked within their tenant by priority (higher first)
 then age, and a batch takes every ready tenant's first job before any tenant's second
@@ -22,6 +27,7 @@ lease_owner)``: a worker whose lease expired and was re-claimed elsewhere change
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -35,6 +41,7 @@ from sqlalchemy import (
     Engine,
     Table,
     and_,
+    bindparam,
     delete,
     func,
     or_,
@@ -46,6 +53,7 @@ from sqlalchemy.exc import OperationalError
 from llmops.db.models import Job, RequestLog
 from llmops.errors import DatabaseUnavailable
 from llmops.ids import utcnow
+from llmops.queue.terminal import TerminalJob, record_terminal
 
 __all__ = ["JOBS", "ClaimedJob", "JobStore", "Recovered", "Transition"]
 
@@ -130,6 +138,16 @@ class JobStore:
             reason = str(exc.orig).splitlines()[0] if exc.orig else type(exc).__name__
             raise DatabaseUnavailable(f"job queue unavailable: {reason}") from exc
 
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A connection for reads outside any write lock."""
+        try:
+            with self.engine.connect() as conn:
+                yield conn
+        except OperationalError as exc:
+            reason = str(exc.orig).splitlines()[0] if exc.orig else type(exc).__name__
+            raise DatabaseUnavailable(f"job queue unavailable: {reason}") from exc
+
     # -- claims ------------------------------------------------------------------------
 
     def claim(self, owner: str, limit: int, lease_s: float, now: datetime) -> list[ClaimedJob]:
@@ -137,11 +155,18 @@ class JobStore:
         now leased to ``owner`` for ``lease_s`` seconds, in fairness order."""
         if limit <= 0:
             return []
+        if self.dialect == "sqlite":
+            with self.read() as conn:
+                order = [row[0] for row in conn.execute(_candidates(now, limit * 3))]
+            if not order:
+                return []
         with self.write() as conn:
             if self.dialect == "postgresql":
                 ids = self._lock_candidates_pg(conn, limit, now)
             else:
-                ids = [row[0] for row in conn.execute(_candidates(now, limit))]
+                ready = select(JOBS.c.id).where(JOBS.c.id.in_(order), _ready(now))
+                still = {row[0] for row in conn.execute(ready)}
+                ids = [job_id for job_id in order if job_id in still][:limit]
             if not ids:
                 return []
             rows = {
@@ -180,17 +205,13 @@ class JobStore:
         """Extend the leases of ``jobs`` still held by ``owner``; how many were extended."""
         if not jobs:
             return 0
-        now = utcnow()
-        extended = 0
+        expires = utcnow() + timedelta(seconds=lease_s)
+        params = [
+            {"b_id": job.id, "b_attempts": job.attempt, "b_owner": job.owner, "b_expires": expires}
+            for job in jobs
+        ]
         with self.write() as conn:
-            for job in jobs:
-                result = conn.execute(
-                    update(JOBS)
-                    .where(_fence(job))
-                    .values(lease_expires_at=now + timedelta(seconds=lease_s))
-                )
-                extended += result.rowcount
-        return extended
+            return int(conn.execute(_HEARTBEAT, params).rowcount)
 
     def answered_calls(self, job_ids: Iterable[str]) -> dict[str, Recovered]:
         """Calls of these jobs that returned an answer, by job id (the latest one each)."""
@@ -226,24 +247,43 @@ class JobStore:
 
     def apply(self, transitions: Sequence[Transition]) -> list[bool]:
         """Write ``transitions`` in one transaction; True for each that still held its
-        lease (and so took effect)."""
+        lease (and so took effect). The terminal ones that took effect are recorded
+        (:func:`~llmops.queue.terminal.record_terminal`) in the same transaction.
+
+        Transitions of one kind are one ``executemany`` (one round trip on Postgres);
+        should any of them miss its fence (its lease was lost, rare), the transaction is
+        rolled back and written again row by row, to tell which ones took effect."""
         if not transitions:
             return []
         now = utcnow()
-        applied: list[bool] = []
+        try:
+            with self.write() as conn:
+                self._apply_batched(conn, transitions, now)
+                _record_terminal(conn, transitions, now)
+            return [True] * len(transitions)
+        except _FenceMissed:
+            pass
         with self.write() as conn:
-            for change in transitions:
-                values = {**change.values, "status": change.status, "updated_at": now}
-                values.update(lease_owner=None, lease_expires_at=None)
-                if change.release:
-                    values["attempts"] = JOBS.c.attempts - 1
-                if change.status in TERMINAL:
-                    values["completed_at"] = now
-                    if change.job.callback_url:
-                        values.update(callback_status="pending", callback_next_at=now)
-                result = conn.execute(update(JOBS).where(_fence(change.job)).values(**values))
-                applied.append(result.rowcount == 1)
+            applied = [
+                conn.execute(_transition_stmt(change), _transition_params(change, now)).rowcount
+                == 1
+                for change in transitions
+            ]
+            _record_terminal(
+                conn, [c for c, ok in zip(transitions, applied, strict=True) if ok], now
+            )
         return applied
+
+    def _apply_batched(
+        self, conn: Connection, transitions: Sequence[Transition], now: datetime
+    ) -> None:
+        groups: dict[tuple[Any, ...], list[Transition]] = {}
+        for change in transitions:
+            groups.setdefault(_transition_kind(change), []).append(change)
+        for same in groups.values():
+            params = [_transition_params(change, now) for change in same]
+            if conn.execute(_transition_stmt(same[0]), params).rowcount != len(same):
+                raise _FenceMissed
 
     # -- dead-letter -------------------------------------------------------------------
 
@@ -374,13 +414,75 @@ def _candidates(now: datetime, limit: int) -> Any:
     )
 
 
-def _fence(job: ClaimedJob) -> Any:
-    return and_(
-        JOBS.c.id == job.id,
-        JOBS.c.status == "running",
-        JOBS.c.attempts == job.attempt,
-        JOBS.c.lease_owner == job.owner,
-    )
+class _FenceMissed(Exception):
+    """A batched write changed fewer rows than it had transitions."""
+
+
+#: Every later write of a claim matches it on (id, status, attempts, owner).
+_FENCE = and_(
+    JOBS.c.id == bindparam("b_id"),
+    JOBS.c.status == "running",
+    JOBS.c.attempts == bindparam("b_attempts"),
+    JOBS.c.lease_owner == bindparam("b_owner"),
+)
+_NOW = bindparam("b_now", type_=JOBS.c.updated_at.type)
+_HEARTBEAT = (
+    update(JOBS)
+    .where(_FENCE)
+    .values(lease_expires_at=bindparam("b_expires", type_=JOBS.c.lease_expires_at.type))
+)
+
+
+def _transition_kind(change: Transition) -> tuple[Any, ...]:
+    """Transitions of one kind are written by the same statement."""
+    callback = change.status in TERMINAL and change.job.callback_url is not None
+    return (change.status, change.release, callback, *sorted(change.values))
+
+
+@functools.lru_cache(maxsize=64)
+def _statement(kind: tuple[Any, ...]) -> Any:
+    status, release, callback, *columns = kind
+    values: dict[str, Any] = {
+        name: bindparam(f"b_{name}", type_=JOBS.c[name].type) for name in columns
+    }
+    values.update(status=status, updated_at=_NOW, lease_owner=None, lease_expires_at=None)
+    if release:
+        values["attempts"] = JOBS.c.attempts - 1
+    if status in TERMINAL:
+        values["completed_at"] = _NOW
+        if callback:
+            values.update(callback_status="pending", callback_next_at=_NOW)
+    return update(JOBS).where(_FENCE).values(**values)
+
+
+def _transition_stmt(change: Transition) -> Any:
+    return _statement(_transition_kind(change))
+
+
+def _transition_params(change: Transition, now: datetime) -> dict[str, Any]:
+    job = change.job
+    params = {f"b_{name}": value for name, value in change.values.items()}
+    params.update(b_id=job.id, b_attempts=job.attempt, b_owner=job.owner, b_now=now)
+    return params
+
+
+def _record_terminal(conn: Connection, applied: Sequence[Transition], now: datetime) -> None:
+    ended = [
+        TerminalJob(
+            job_id=change.job.id,
+            tenant_id=change.job.tenant_id,
+            feature_id=change.job.feature_id,
+            action_id=change.job.action_id or change.job.id,
+            status=change.status,
+            cost_usd=change.values.get("cost_usd", Decimal(0)),
+            request_id=change.values.get("request_id"),
+            error=change.values.get("error"),
+        )
+        for change in applied
+        if change.status in TERMINAL and not change.release
+    ]
+    if ended:
+        record_terminal(conn, ended, now)
 
 
 def _claimed(row: Any, owner: str, now: datetime) -> ClaimedJob:

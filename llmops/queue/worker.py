@@ -1,10 +1,12 @@
 """The queue worker: claims jobs in batches under leases and runs them through the gateway.
 
 One :class:`QueueWorker` keeps up to ``concurrency`` jobs in flight on one event loop,
-holding up to one batch more claimed and waiting (so a freed slot is refilled at once),
-claiming again whenever half a batch of room is free; it heartbeats the leases of every
-job it holds every third of the lease. Terminal and retry transitions are
-group-committed (one transaction for every transition waiting), fenced on the lease.
+holding up to a batch and a half more claimed and waiting (so a freed slot is refilled
+at once), claiming a whole batch again whenever a batch of room is free; it heartbeats
+the leases of every job it holds every third of the lease. Terminal and retry
+transitions are group-committed (one transaction, and one statement per kind of
+transition, for every transition waiting), fenced on the lease; the action outcomes of
+the completed jobs are written in the same transaction (:mod:`llmops.queue.terminal`).
 
 Exactly-once accounting: the gateway returns a call only after its request_log row
 (which carries ``job_id``) is committed, and the job's transition is written after that.
@@ -44,7 +46,6 @@ from llmops.prompts.store import resolve_prompt
 from llmops.queue.callbacks import deliver_due
 from llmops.queue.retry import Failure, backoff_s, classify
 from llmops.queue.store import ClaimedJob, JobStore, Recovered, Transition
-from llmops.queue.terminal import TerminalJob, on_job_terminal
 from llmops.settings import Settings
 from llmops.telemetry import tracing
 
@@ -115,6 +116,8 @@ class QueueWorker:
         self._callback_client = callback_client
         self._rng = rng or random.Random()
         self._stop = asyncio.Event()
+        self._room = asyncio.Event()  # set when a claim's worth of room is free
+        self._capacity = self._refill = 1
         self._slots = asyncio.Semaphore(self.concurrency)
         self._running: dict[str, _Running] = {}
         self._pending: list[tuple[Transition, asyncio.Future[bool]]] = []
@@ -135,6 +138,7 @@ class QueueWorker:
     def stop(self) -> None:
         """Ask the worker to stop gracefully (safe from a signal handler)."""
         self._stop.set()
+        self._room.set()
 
     # -- the loop ----------------------------------------------------------------------
 
@@ -150,11 +154,13 @@ class QueueWorker:
         after that long."""
         loop = asyncio.get_running_loop()
         deadline = None if max_seconds is None else loop.time() + max_seconds
-        # Up to a batch is claimed ahead of free slots, so a finished job's slot is
-        # refilled at once instead of waiting for half a batch of slots to free up.
+        # Up to a batch and a half is claimed ahead of free slots, so a finished job's
+        # slot is refilled at once; a claim (whose candidate query costs the same for 1
+        # job as for a batch) waits for a whole batch of room, with half a batch still
+        # waiting to run meanwhile.
         self._slots = asyncio.Semaphore(self.concurrency)
-        capacity = self.concurrency + self.batch_size
-        refill = max(1, self.batch_size // 2)
+        self._capacity = capacity = self.concurrency + self.batch_size + self.batch_size // 2
+        self._refill = refill = self.batch_size
         helpers = [
             asyncio.create_task(self._heartbeats(), name="queue-heartbeat"),
             asyncio.create_task(self._committer(), name="queue-commit"),
@@ -195,27 +201,22 @@ class QueueWorker:
 
     async def _wait(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stop.wait(), seconds)
+            async with asyncio.timeout(seconds):
+                await self._stop.wait()
 
     async def _wait_for_slot(self) -> None:
-        tasks = [r.task for r in self._running.values()]
-        if not tasks:
-            return
-        stopper = asyncio.ensure_future(self._stop.wait())
-        try:
-            await asyncio.wait(
-                [*tasks, stopper], timeout=self.poll_s, return_when=asyncio.FIRST_COMPLETED
-            )
-        finally:
-            stopper.cancel()
+        """Until a batch of room is free (a finished job sets ``_room``), the worker is
+        stopped, or ``poll_s`` passed."""
+        self._room.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.poll_s):
+                await self._room.wait()
 
     async def _claim(self, n: int) -> int:
-        jobs = await asyncio.to_thread(self.store.claim, self.worker_id, n, self.lease_s, utcnow())
+        jobs, answered, prompts = await asyncio.to_thread(self._claim_sync, n)
         if not jobs:
             return 0
         self.stats.claimed += len(jobs)
-        answered = await asyncio.to_thread(self.store.answered_calls, [j.id for j in jobs])
-        prompts = await asyncio.to_thread(self._resolve_prompts, jobs)
         for job in jobs:
             task = asyncio.create_task(
                 self._guarded(job, answered.get(job.id), prompts), name=f"job-{job.id}"
@@ -224,8 +225,21 @@ class QueueWorker:
             task.add_done_callback(self._forget)
         return len(jobs)
 
+    def _claim_sync(
+        self, n: int
+    ) -> tuple[
+        list[ClaimedJob], dict[str, Recovered], dict[_PromptKey, PromptFile | ValidationError]
+    ]:
+        """Claim up to ``n`` jobs, with what they need to run (one thread hop)."""
+        jobs = self.store.claim(self.worker_id, n, self.lease_s, utcnow())
+        if not jobs:
+            return [], {}, {}
+        return jobs, self.store.answered_calls([j.id for j in jobs]), self._resolve_prompts(jobs)
+
     def _forget(self, task: asyncio.Task[None]) -> None:
         self._running.pop(task.get_name().removeprefix("job-"), None)
+        if self._capacity - len(self._running) >= self._refill:
+            self._room.set()
 
     def _resolve_prompts(
         self, jobs: list[ClaimedJob]
@@ -329,7 +343,8 @@ class QueueWorker:
             return
         try:
             request = self._request(job, prompts)
-            chat = await asyncio.wait_for(self.gateway.chat(request), self.job_timeout_s)
+            async with asyncio.timeout(self.job_timeout_s):
+                chat = await self.gateway.chat(request)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -401,7 +416,7 @@ class QueueWorker:
         if await self._commit(Transition(job, "completed", values)):
             self.stats.completed += 1
             self.stats.cost_usd += cost
-            self._terminal(job, "completed", cost, request_id, None)
+            self._terminal(job)
 
     async def _finish_failed(
         self,
@@ -439,26 +454,12 @@ class QueueWorker:
         values["cost_usd"] = cost
         if await self._commit(Transition(job, "dead", values)):
             self.stats.dead += 1
-            self._terminal(job, "dead", cost, None, values["error"])
+            self._terminal(job)
 
-    def _terminal(
-        self, job: ClaimedJob, status: str, cost: Decimal, request_id: str | None, error: str | None
-    ) -> None:
+    def _terminal(self, job: ClaimedJob) -> None:
+        # Its end (the action outcome) was recorded in the transition's own transaction.
         if job.callback_url:
             self._callbacks_wake.set()
-        on_job_terminal(
-            self.engine,
-            TerminalJob(
-                job_id=job.id,
-                tenant_id=job.tenant_id,
-                feature_id=job.feature_id,
-                action_id=job.action_id or job.id,
-                status=status,
-                cost_usd=cost,
-                request_id=request_id,
-                error=error,
-            ),
-        )
 
     # -- group commit, heartbeats, callbacks -------------------------------------------
 

@@ -245,6 +245,58 @@ async def test_a_worker_completes_jobs_through_the_gateway_and_logs_each_call_on
     assert len(outcomes) == 21
 
 
+async def test_a_worker_claims_whole_batches_and_keeps_every_slot_busy(
+    db_engine: Engine, config: GatewayConfig, keys: Any, sim: SimServer
+) -> None:
+    sim.configure({"seed": 1, "default": {"ttft_ms": 30, "tokens_per_s": 0}})
+    ids = [enqueue(db_engine, config, "acme", job_body(i)).job["id"] for i in range(40)]
+
+    class Counting(Gateway):
+        in_flight = peak = 0
+
+        async def chat(self, req: ChatRequest) -> Any:
+            self.in_flight += 1
+            self.peak = max(self.peak, self.in_flight)
+            try:
+                return await super().chat(req)
+            finally:
+                self.in_flight -= 1
+
+    asks: list[tuple[int, int]] = []  # (jobs asked for, jobs held then)
+
+    class Recording(JobStore):
+        def claim(self, owner: str, limit: int, lease_s: float, now: Any) -> Any:
+            asks.append((limit, len(w._running)))
+            return super().claim(owner, limit, lease_s, now)
+
+    gateway = Counting(config, db_engine)
+    try:
+        w = QueueWorker(db_engine, gateway, batch_size=6, concurrency=4, poll_s=0.05)
+        w.store = Recording(db_engine)
+        stats = await w.run(until_empty=True)
+    finally:
+        await gateway.aclose()
+    assert (stats.claimed, stats.completed) == (40, 40)
+    assert all(get_job(db_engine, i, tenant_id=None)["status"] == "completed" for i in ids)
+    # Every claim is for a whole batch, made while half a batch still waits to run, so
+    # the 4 slots never wait for a claim; at most 4 + 6 + 3 jobs are held at once.
+    assert {limit for limit, _ in asks} == {6}
+    assert max(held for _, held in asks) <= 4 + 3
+    assert gateway.peak == 4
+
+
+async def test_a_job_over_its_time_limit_is_a_retryable_timeout(
+    db_engine: Engine, config: GatewayConfig, worker: Callable[..., QueueWorker], sim: SimServer
+) -> None:
+    sim.configure({"seed": 1, "default": {"ttft_ms": 3000}})
+    job_id = enqueue(db_engine, config, "acme", job_body(max_attempts=2)).job["id"]
+    stats = await worker(job_timeout_s=0.2).run(until_empty=True)
+    job = get_job(db_engine, job_id, tenant_id=None)
+    assert (stats.retried, stats.dead, job["status"]) == (1, 1, "dead")
+    assert [h["error_class"] for h in job["history"]] == ["timeout", "timeout"]
+    assert all(h["retryable"] for h in job["history"])
+
+
 async def test_retryable_failures_back_off_then_dead_letter_with_history_and_replay(
     db_engine: Engine, config: GatewayConfig, worker: Callable[..., QueueWorker], sim: SimServer
 ) -> None:
@@ -422,6 +474,54 @@ def test_concurrent_claims_never_hand_out_a_job_twice(db_engine: Engine, keys: A
     assert len(every) == len(set(every)) == 600
     with db_engine.connect() as conn:
         assert conn.execute(select(func.max(JOBS.c.attempts))).scalar() == 1
+
+
+def test_a_group_commit_skips_a_lost_lease_and_records_the_others_outcomes(
+    db_engine: Engine, keys: Any
+) -> None:
+    from sqlmodel import Session
+
+    from llmops.metering.actions import record_action_outcome
+    from llmops.queue.store import Transition
+
+    _bulk(db_engine, "acme", 3)
+    store = JobStore(db_engine)
+    mine = store.claim("w1", 3, 60, utcnow())
+    lost, done, posted = mine
+    with db_engine.begin() as conn:  # w1 stalls: its lease of the first job runs out
+        conn.execute(
+            update(JOBS)
+            .where(JOBS.c.id == lost.id)
+            .values(lease_expires_at=utcnow() - timedelta(seconds=1))
+        )
+    assert [job.id for job in store.claim("w2", 3, 60, utcnow())] == [lost.id]
+    with Session(db_engine) as session:  # the app already said how the third action went
+        record_action_outcome(session, "acme", posted.id, "failure", "api")
+        session.commit()
+    assert store.heartbeat("w1", mine, 60) == 2  # only the leases w1 still holds
+
+    values = {"result": {"text": "hi"}, "request_id": None, "cost_usd": Decimal("0.01")}
+    changes = [Transition(job, "completed", {**values, "history": []}) for job in mine]
+    assert store.apply(changes) == [False, True, True]
+    with db_engine.connect() as conn:
+        rows = conn.execute(select(JOBS.c.id, JOBS.c.status, JOBS.c.lease_owner)).all()
+        outcomes = set(
+            conn.execute(
+                select(
+                    ActionOutcome.action_id,  # type: ignore[arg-type]
+                    ActionOutcome.outcome,  # type: ignore[arg-type]
+                    ActionOutcome.job_id,  # type: ignore[arg-type]
+                )
+            ).all()
+        )
+    assert {row[0]: (row[1], row[2]) for row in rows} == {
+        lost.id: ("running", "w2"),
+        done.id: ("completed", None),
+        posted.id: ("completed", None),
+    }
+    # Outcomes are final: the posted failure stays; the lost lease records nothing.
+    assert outcomes == {(done.id, "success", done.id), (posted.id, "failure", None)}
+    assert store.apply(changes[1:]) == [False, False]  # a repeated write changes nothing
 
 
 # -- callbacks ------------------------------------------------------------------------
