@@ -111,9 +111,25 @@ class CapLeases:
             for _ in range(_ATTEMPTS):
                 if self._take(keys, amount):
                     return LeaseHold(keys, amount)
-                # The thread finishes (and records the grant) even if the caller leaves.
-                await asyncio.shield(asyncio.to_thread(self._grow, keys, amount))
-        raise DatabaseUnavailable("budget leases: granted headroom was taken meanwhile")
+                # _grow holds ``amount`` in the same step as it records the grant, so calls
+                # admitted from memory meanwhile cannot take what was extended for this one.
+                if await self._grow_and_take(keys, amount):
+                    return LeaseHold(keys, amount)
+        raise DatabaseUnavailable("budget leases: could not extend after several attempts")
+
+    async def _grow_and_take(self, keys: tuple[LedgerKey, ...], amount: Decimal) -> bool:
+        grow = asyncio.ensure_future(asyncio.to_thread(self._grow, keys, amount))
+        try:
+            # The thread finishes (and records the grant) even if the caller leaves.
+            return await asyncio.shield(grow)
+        except asyncio.CancelledError:
+
+            def give_back(done: asyncio.Future[bool]) -> None:
+                if not done.cancelled() and done.exception() is None and done.result():
+                    self.release(LeaseHold(keys, amount))
+
+            grow.add_done_callback(give_back)
+            raise
 
     def _growing_lock(self) -> asyncio.Lock:
         loop = asyncio.get_running_loop()
@@ -275,18 +291,22 @@ class CapLeases:
 
     def _take(self, keys: tuple[LedgerKey, ...], amount: Decimal) -> bool:
         """Hold ``amount`` on every lease of ``keys`` if each has it free and valid."""
-        now = time.monotonic()
         with self._lock:
-            leases = [self._lease(key) for key in keys]
-            if not all(lease.free >= amount and lease.valid_until > now for lease in leases):
-                return False
-            for lease in leases:
-                lease.held += amount
-                lease.last_used = now
+            return self._hold_locked(keys, amount, time.monotonic())
+
+    def _hold_locked(self, keys: tuple[LedgerKey, ...], amount: Decimal, now: float) -> bool:
+        """:meth:`_take`, with ``self._lock`` already held."""
+        leases = [self._lease(key) for key in keys]
+        if not all(lease.free >= amount and lease.valid_until > now for lease in leases):
+            return False
+        for lease in leases:
+            lease.held += amount
+            lease.last_used = now
         return True
 
-    def _grow(self, keys: tuple[LedgerKey, ...], amount: Decimal) -> None:
-        """Extend the leases of ``keys`` in the DB until each has ``amount`` free."""
+    def _grow(self, keys: tuple[LedgerKey, ...], amount: Decimal) -> bool:
+        """Extend the leases of ``keys`` in the DB until each has ``amount`` free, and hold
+        ``amount`` on them under the same lock (True); False if it was not free after all."""
         budgets = self.budgets
         swept = False
         for _ in range(_ATTEMPTS):
@@ -300,8 +320,8 @@ class CapLeases:
                     if need > 0 or not valid:
                         target = max(need, amount * self.calls_per_lease - max(lease.free, ZERO))
                         wants.append(Want(key, lease.lease_id, need, target))
-            if not wants:
-                return
+                if not wants:
+                    return self._hold_locked(keys, amount, now_mono)
             now = budgets.clock()
             outcome = budgets.leases.grant(
                 wants,
@@ -324,7 +344,7 @@ class CapLeases:
                         lease.granted += granted.added
                         lease.ledger_id = granted.ledger_id
                         lease.valid_until = valid_until
-                return
+                    return self._hold_locked(keys, amount, time.monotonic())
             if isinstance(outcome, BudgetExceeded):
                 # Leases or holds of a crashed process may be what fills the cap.
                 if swept or budgets.expire_stale() == 0:
