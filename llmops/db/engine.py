@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import URL, Connection, Engine, Table, create_engine, event, make_url, text
-from sqlalchemy.exc import ArgumentError, DBAPIError
+from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 from sqlmodel import Session
 
 from llmops.errors import ConfigError, DatabaseUnavailable
@@ -254,3 +255,46 @@ def _reason(exc: BaseException) -> str:
     reason = _PREFIXES.sub("", lines[0]) if lines else type(original).__name__
     reason = reason or type(original).__name__
     return reason[0].lower() + reason[1:]
+
+
+@contextmanager
+def write_transaction(
+    engine: Engine, local_writer: threading.Lock, what: str
+) -> Iterator[Connection]:
+    """A transaction that commits on success and holds what it reads until then. On SQLite
+    it takes the write lock up front (``BEGIN IMMEDIATE``), after ``local_writer``: threads
+    of one process queue there rather than polling the file lock (SQLite's busy handler
+    sleeps up to 100 ms and so wastes a free lock under load). A lost database or a lock
+    held past the busy timeout raises :class:`DatabaseUnavailable` naming ``what``."""
+    try:
+        with engine.connect() as conn:
+            if engine.dialect.name == "sqlite":
+                with local_writer:
+                    conn.exec_driver_sql("BEGIN IMMEDIATE")
+                    try:
+                        yield conn
+                    except BaseException:
+                        conn.rollback()
+                        raise
+                    conn.commit()
+            else:
+                with conn.begin():
+                    yield conn
+    except OperationalError as exc:
+        raise _unavailable(exc, what) from exc
+
+
+@contextmanager
+def read_connection(engine: Engine, what: str) -> Iterator[Connection]:
+    """A connection for reads outside any write lock; failures as in :func:`write_transaction`."""
+    try:
+        with engine.connect() as conn:
+            yield conn
+    except OperationalError as exc:
+        raise _unavailable(exc, what) from exc
+
+
+def _unavailable(exc: OperationalError, what: str) -> DatabaseUnavailable:
+    # "database is locked" past the busy timeout, or a lost server: one line.
+    reason = str(exc.orig).splitlines()[0] if exc.orig else type(exc).__name__
+    return DatabaseUnavailable(f"{what} unavailable: {reason}")

@@ -41,12 +41,12 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import OperationalError
 from sqlmodel import SQLModel
 
 from llmops.db import models as _models  # noqa: F401  (registers the tables)
+from llmops.db.engine import read_connection, write_transaction
 from llmops.db.types import UTCDateTime
-from llmops.errors import BudgetExceeded, DatabaseUnavailable
+from llmops.errors import BudgetExceeded
 from llmops.gateway.budget_types import ALERT_THRESHOLDS, BudgetAlert, CapSpec, format_usd
 
 CAPS: Table = SQLModel.metadata.tables["spend_caps"]
@@ -121,34 +121,14 @@ class LedgerStore:
     @contextmanager
     def write(self) -> Iterator[Connection]:
         """A transaction that commits on success and holds what it reads until then."""
-        try:
-            with self.engine.connect() as conn:
-                if self.dialect == "sqlite":
-                    with self._local_writer:
-                        conn.exec_driver_sql("BEGIN IMMEDIATE")
-                        try:
-                            yield conn
-                        except BaseException:
-                            conn.rollback()
-                            raise
-                        conn.commit()
-                else:
-                    with conn.begin():
-                        yield conn
-        except OperationalError as exc:
-            # "database is locked" past the busy timeout, or a lost server: one line.
-            reason = str(exc.orig).splitlines()[0] if exc.orig else type(exc).__name__
-            raise DatabaseUnavailable(f"budget ledger unavailable: {reason}") from exc
+        with write_transaction(self.engine, self._local_writer, "budget ledger") as conn:
+            yield conn
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
         """A connection for single-statement reads (each statement sees one snapshot)."""
-        try:
-            with self.engine.connect() as conn:
-                yield conn
-        except OperationalError as exc:
-            reason = str(exc.orig).splitlines()[0] if exc.orig else type(exc).__name__
-            raise DatabaseUnavailable(f"budget ledger unavailable: {reason}") from exc
+        with read_connection(self.engine, "budget ledger") as conn:
+            yield conn
 
     def insert(self, table: Table) -> Any:
         """``INSERT`` with ``on_conflict_do_*`` for this dialect (the one place SQL differs)."""

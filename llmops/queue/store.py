@@ -48,10 +48,9 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.exc import OperationalError
 
+from llmops.db.engine import read_connection, write_transaction
 from llmops.db.models import Job, RequestLog
-from llmops.errors import DatabaseUnavailable
 from llmops.ids import utcnow
 from llmops.queue.terminal import TerminalJob, record_terminal
 
@@ -120,33 +119,14 @@ class JobStore:
     @contextmanager
     def write(self) -> Iterator[Connection]:
         """A transaction that commits on success; on SQLite it holds the write lock."""
-        try:
-            with self.engine.connect() as conn:
-                if self.dialect == "sqlite":
-                    with self._local_writer:
-                        conn.exec_driver_sql("BEGIN IMMEDIATE")
-                        try:
-                            yield conn
-                        except BaseException:
-                            conn.rollback()
-                            raise
-                        conn.commit()
-                else:
-                    with conn.begin():
-                        yield conn
-        except OperationalError as exc:
-            reason = str(exc.orig).splitlines()[0] if exc.orig else type(exc).__name__
-            raise DatabaseUnavailable(f"job queue unavailable: {reason}") from exc
+        with write_transaction(self.engine, self._local_writer, "job queue") as conn:
+            yield conn
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
         """A connection for reads outside any write lock."""
-        try:
-            with self.engine.connect() as conn:
-                yield conn
-        except OperationalError as exc:
-            reason = str(exc.orig).splitlines()[0] if exc.orig else type(exc).__name__
-            raise DatabaseUnavailable(f"job queue unavailable: {reason}") from exc
+        with read_connection(self.engine, "job queue") as conn:
+            yield conn
 
     # -- claims ------------------------------------------------------------------------
 
